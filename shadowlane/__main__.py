@@ -1,0 +1,5 @@
+import sys
+
+from shadowlane.cli import main
+
+sys.exit(main())
