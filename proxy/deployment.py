@@ -1,0 +1,123 @@
+"""The running deployment: backends loaded, routes resolved, metric children and response
+headers precomputed — everything the hot path would otherwise work out per request."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from proxy.backends import Backend, build_backend
+from proxy.config import DeploymentConfig
+from proxy.metrics import Metrics
+from router import Arm, Assigner, MirrorRule
+
+
+@dataclass
+class Variant:
+    """A model that can answer clients on an endpoint: the champion or a challenger."""
+
+    label: str  # "champion" or the challenger's model key
+    model_key: str
+    backend: Backend
+    headers: list[tuple[bytes, bytes]]  # x-shadowlane-* response headers, built once
+    ok_counter: object  # cached Counter child for code=200
+    duration: object  # cached Histogram child
+
+
+@dataclass
+class ShadowTarget:
+    label: str  # the shadow's model key
+    backend: Backend
+    timeout_s: float
+    enqueued: object
+    completed: object
+    failed_error: object
+    failed_timeout: object
+    dropped_full: object
+    duration: object
+    divergence: object
+    agree: object
+    disagree: object
+
+
+@dataclass
+class Endpoint:
+    name: str
+    variants: list[Variant]  # [0] is the champion
+    shadows: list[ShadowTarget]
+    assigner: Assigner
+    feature_names: tuple[str, ...] | None
+    by_version: dict[str, Variant] = field(default_factory=dict)
+
+    @property
+    def champion(self) -> Variant:
+        return self.variants[0]
+
+
+class Deployment:
+    def __init__(self, cfg: DeploymentConfig, metrics: Metrics):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.backends: dict[str, Backend] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        used = {ep.champion for ep in cfg.endpoints.values()}
+        used |= {c.model for ep in cfg.endpoints.values() for c in ep.challengers}
+        used |= {s.model for ep in cfg.endpoints.values() for s in ep.shadows}
+        for key in sorted(used):  # models nobody routes to are not loaded
+            self.backends[key] = build_backend(cfg.models[key])
+        for name, ep in cfg.endpoints.items():
+            self.endpoints[name] = self._endpoint(name, ep)
+        self.started = False
+
+    def _variant(self, endpoint: str, label: str, key: str) -> Variant:
+        b = self.backends[key]
+        m = self.cfg.models[key]
+        headers = [
+            (b"x-shadowlane-model", m.name.encode()),
+            (b"x-shadowlane-version", str(m.version).encode()),
+            (b"x-shadowlane-variant", label.encode()),
+        ]
+        return Variant(label, key, b, headers,
+                       self.metrics.requests.labels(endpoint, label, "200"),
+                       self.metrics.request_duration.labels(endpoint, label))
+
+    def _endpoint(self, name: str, ep) -> Endpoint:  # type: ignore[no-untyped-def]
+        variants = [self._variant(name, "champion", ep.champion)]
+        variants += [self._variant(name, c.model, c.model) for c in ep.challengers]
+        mm = self.metrics
+        shadows = [
+            ShadowTarget(
+                s.model, self.backends[s.model], s.timeout_ms / 1000,
+                mm.shadow_enqueued.labels(name, s.model), mm.shadow_completed.labels(name, s.model),
+                mm.shadow_failed.labels(name, s.model, "error"), mm.shadow_failed.labels(name, s.model, "timeout"),
+                mm.shadow_dropped.labels(name, s.model, "queue_full"), mm.shadow_duration.labels(name, s.model),
+                mm.divergence.labels(name, s.model),
+                mm.agreement.labels(name, s.model, "true"), mm.agreement.labels(name, s.model, "false"),
+            )
+            for s in ep.shadows
+        ]
+        assigner = Assigner(
+            ep.salt or name,
+            [Arm(c.model, c.fraction) for c in ep.challengers],
+            [MirrorRule(s.model, s.fraction, s.salt or f"{name}/shadow/{s.model}") for s in ep.shadows],
+        )
+        champion_cfg = self.cfg.models[ep.champion]
+        endpoint = Endpoint(name, variants, shadows, assigner,
+                            tuple(champion_cfg.feature_names) if champion_cfg.feature_names else None)
+        for v in variants:
+            endpoint.by_version.setdefault(str(self.cfg.models[v.model_key].version), v)
+        return endpoint
+
+    def model_config(self, key: str):  # type: ignore[no-untyped-def]
+        return self.cfg.models[key]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(b.start() for b in self.backends.values()))
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+        await asyncio.gather(*(b.close() for b in self.backends.values()), return_exceptions=True)
+
+    def ready(self) -> bool:
+        return self.started and all(ep.champion.backend.ready() for ep in self.endpoints.values())
