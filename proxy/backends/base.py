@@ -87,5 +87,5 @@ def build_backend(cfg: "ModelConfig") -> Backend:
     if b.type == "http":
         from proxy.backends.http import HttpBackend  # issue 3
 
-        return HttpBackend(cfg.name, cfg.version, b)
+        return HttpBackend(cfg.name, cfg.version, b, feature_names=cfg.feature_names)
     raise ValueError(f"unknown backend type {b.type!r}")

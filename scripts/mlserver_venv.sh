@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install Seldon's MLServer (a real Open Inference Protocol server) into its own venv,
+# .venv-mlserver, for the upstream tests. It cannot share .venv: mlserver 1.7 pins
+# starlette<0.47 / fastapi<0.116, older than the proxy needs. uvloop is held below 0.22 because
+# MLServer's worker fails to start on uvloop 0.23 ("There is no current event loop").
+# Idempotent: prints the venv's python path and exits at once when it is already complete.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV="$ROOT/.venv-mlserver"
+PY=${PYTHON:-python3}
+if [ -x "$VENV/bin/mlserver" ] && [ -f "$VENV/.complete" ]; then echo "$VENV/bin/python"; exit 0; fi
+rm -rf "$VENV"
+"$PY" -m venv "$VENV"
+"$VENV/bin/pip" install -q --upgrade pip >&2
+"$VENV/bin/pip" install -q "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "uvloop<0.22" >&2
+touch "$VENV/.complete"
+echo "$VENV/bin/python"
