@@ -4,12 +4,31 @@ headers precomputed — everything the hot path would otherwise work out per req
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
-from proxy.backends import Backend, build_backend
+from proxy.backends import Backend, BackendError, build_backend
 from proxy.config import DeploymentConfig
 from proxy.metrics import Metrics
 from router import Arm, Assigner, MirrorRule
+
+log = logging.getLogger("shadowlane.deployment")
+
+
+class UnavailableBackend(Backend):
+    """Stands in for a shadow model that failed to load."""
+
+    batchable = False
+
+    def __init__(self, name: str, version: int, reason: str):
+        super().__init__(name, version)
+        self.reason = reason
+
+    def predict(self, feeds):  # type: ignore[no-untyped-def]
+        raise BackendError(f"shadow model {self.name} v{self.version} is unavailable: {self.reason}")
+
+    def ready(self) -> bool:
+        return False
 
 
 @dataclass
@@ -60,11 +79,22 @@ class Deployment:
         self.metrics = metrics
         self.backends: dict[str, Backend] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        used = {ep.champion for ep in cfg.endpoints.values()}
-        used |= {c.model for ep in cfg.endpoints.values() for c in ep.challengers}
-        used |= {s.model for ep in cfg.endpoints.values() for s in ep.shadows}
-        for key in sorted(used):  # models nobody routes to are not loaded
+        serving = {ep.champion for ep in cfg.endpoints.values()}
+        serving |= {c.model for ep in cfg.endpoints.values() for c in ep.challengers}
+        shadow_only = {s.model for ep in cfg.endpoints.values() for s in ep.shadows} - serving
+        self.unavailable: dict[str, str] = {}
+        for key in sorted(serving):  # a model that answers clients must load, or we do not start
             self.backends[key] = build_backend(cfg.models[key])
+        for key in sorted(shadow_only):
+            # A missing or broken shadow must never keep the champion from serving: it becomes a
+            # backend that fails every call, so each mirrored request still leaves a record.
+            try:
+                self.backends[key] = build_backend(cfg.models[key])
+            except Exception as err:
+                m = cfg.models[key]
+                log.warning("shadow model %s v%s unavailable, recording failures: %s", m.name, m.version, err)
+                self.unavailable[key] = str(err)
+                self.backends[key] = UnavailableBackend(m.name, m.version, str(err))
         for name, ep in cfg.endpoints.items():
             self.endpoints[name] = self._endpoint(name, ep)
         self.started = False
