@@ -8,7 +8,7 @@ model version is a tag, so it travels with `shadowlane registry copy`:
 - ``gate.verdict``, ``gate.<name>.passed``, ``gate.<name>.reason``, ``gate.<name>.values``,
   ``gate.evaluation_sha256``, ``gate.data_version`` — the last gate run; the full evaluation JSON
   is an artifact of the version's run (``gate.evaluation_uri``)
-- ``metric.<name>`` — headline metrics of the last gate run (e.g. ``metric.auc``)
+- ``metric.<gate>.<name>`` — the candidate's figures in the last gate run (``metric.accuracy.auc``)
 - ``lifecycle.*``, ``review.*`` — see `gates.lifecycle` and `gates.review`
 """
 
@@ -113,37 +113,10 @@ def onnx_signature(model: onnx.ModelProto, feature_names: list[str] | tuple[str,
     return ModelSignature(inputs=Schema([tensor(i) for i in inputs]), outputs=outputs)
 
 
-def training_stats_from_array(x: np.ndarray, feature_names: list[str] | tuple[str, ...], *,
-                              bins: int = 10) -> dict[str, Any]:
-    """Per-feature histogram of training data: quantile bin edges and the fraction in each bin.
-
-    Used only when gates-A's own helper is unavailable; the format is
-    ``{"version": 1, "rows": N, "features": {name: {"edges": [...], "fractions": [...],
-    "mean": m, "std": s}}}`` with ``len(edges) == len(fractions) + 1``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    out: dict[str, Any] = {"version": 1, "rows": int(x.shape[0]), "features": {}}
-    for j, name in enumerate(feature_names):
-        col = x[:, j]
-        edges = np.unique(np.quantile(col, np.linspace(0, 1, bins + 1)))
-        if edges.size < 2:
-            edges = np.array([col.min() - 0.5, col.max() + 0.5])
-        counts, _ = np.histogram(np.clip(col, edges[0], edges[-1]), bins=edges)
-        out["features"][name] = {"edges": edges.round(6).tolist(),
-                                 "fractions": (counts / max(1, col.size)).round(6).tolist(),
-                                 "mean": float(col.mean()), "std": float(col.std())}
-    return out
-
-
 def training_stats(x: np.ndarray, feature_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Training statistics in the drift gate's format (gates-A's helper when present)."""
-    try:
-        from gates.drift_stats import training_stats as helper  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from gates.metrics import training_stats as helper  # type: ignore[attr-defined,no-redef]
-        except ImportError:
-            return training_stats_from_array(x, feature_names)
+    """Training statistics in the drift gate's format (`gates.checks.drift.training_stats`)."""
+    from gates.checks.drift import training_stats as helper
+
     return helper(x, list(feature_names))
 
 
@@ -240,16 +213,20 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def normalize_gates(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
-    """The gate results of an evaluation as ``[{name, passed, reason, values}]``.
+def normalize_gates(evaluation: dict[str, Any], *, evidence: bool = True) -> list[dict[str, Any]]:
+    """The gate (and evidence-check) results of an evaluation as ``[{name, passed, reason, values}]``.
 
-    Accepts ``gates`` as a list of objects with ``name`` or as a mapping name -> result; a result's
-    ``passed`` is True, False, or None for "insufficient evidence" (also read from ``status``).
+    Reads `gates.evaluate.Evaluation.to_dict()`: ``gates`` and ``evidence`` are lists of objects
+    with ``name`` (a mapping name -> result is accepted too); ``passed`` is True, False, or None
+    for "insufficient evidence" (also read from ``status``).
     """
     raw = evaluation.get("gates")
     if raw is None:
         raise RegistryError("evaluation has no 'gates'")
-    items = raw.items() if isinstance(raw, dict) else ((g.get("name"), g) for g in raw)
+    items = list(raw.items() if isinstance(raw, dict) else ((g.get("name"), g) for g in raw))
+    if evidence:
+        ev = evaluation.get("evidence") or []
+        items += list(ev.items() if isinstance(ev, dict) else ((g.get("name"), g) for g in ev))
     out = []
     for name, g in items:
         if not name:
@@ -276,6 +253,8 @@ def verdict_of(evaluation: dict[str, Any]) -> str:
             return "insufficient_evidence"
         raise RegistryError(f"unknown verdict {evaluation['verdict']!r}")
     gates = normalize_gates(evaluation)
+    if any(g["passed"] is False for g in gates if g["name"].startswith("evidence.")):
+        return "insufficient_evidence"
     if any(g["passed"] is False for g in gates):
         return "fail"
     if any(g["passed"] is None for g in gates):
@@ -288,13 +267,33 @@ def evaluation_sha256(evaluation: dict[str, Any]) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def _headline_metrics(evaluation: dict[str, Any], side: str) -> dict[str, float]:
-    """Scalar metrics of `side` ("candidate" / "champion") if the evaluation reports them."""
-    block = evaluation.get(side) or evaluation.get("metrics", {}).get(side) or {}
-    if isinstance(block, dict) and isinstance(block.get("metrics"), dict):
-        block = block["metrics"]
-    return {k: float(v) for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
-        if isinstance(block, dict) else {}
+def headline_metrics(evaluation: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(candidate, champion) scalar metrics found in the gates' values, e.g. ``accuracy.auc``.
+
+    A numeric value whose key names the candidate (``auc_candidate``, ``candidate_ms``) is the
+    candidate's, one naming the champion is the production model's on the same traffic.
+    """
+    cand: dict[str, float] = {}
+    champ: dict[str, float] = {}
+    for g in normalize_gates(evaluation, evidence=False):
+        for key, v in (g["values"] or {}).items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+                continue
+            for side, out in (("candidate", cand), ("champion", champ)):
+                if side in key:
+                    short = key.replace(f"_{side}", "").replace(f"{side}_", "").replace(side, "") or "value"
+                    out[f"{g['name']}.{short}"] = float(v)
+    return cand, champ
+
+
+def _summary_version(evaluation: dict[str, Any]) -> str | None:
+    """A stand-in data version when the caller has none: a hash of what the evaluation read."""
+    s = evaluation.get("summary")
+    if not isinstance(s, dict):
+        return None
+    keys = ("lines_read", "records", "labels_read", "first_ts", "last_ts", "candidate_records")
+    blob = json.dumps({k: s.get(k) for k in keys}, sort_keys=True)
+    return "summary-sha256:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def record_gate_results(client: MlflowClient, name: str, version: int | str,
@@ -312,7 +311,8 @@ def record_gate_results(client: MlflowClient, name: str, version: int | str,
     digest = evaluation_sha256(evaluation)
     if data_version is None:
         data = evaluation.get("data")
-        data_version = evaluation.get("data_version") or (data.get("version") if isinstance(data, dict) else None)
+        data_version = evaluation.get("data_version") or (data.get("version") if isinstance(data, dict) else None) \
+            or _summary_version(evaluation)
     tags: dict[str, str] = {
         "gate.verdict": verdict,
         "gate.evaluated_at": f"{time.time():.3f}",
@@ -327,7 +327,8 @@ def record_gate_results(client: MlflowClient, name: str, version: int | str,
         tags[_tag_key("gate", g["name"], "reason")] = _truncate(g["reason"], MAX_REASON)
         tags[_tag_key("gate", g["name"], "values")] = _truncate(
             json.dumps(g["values"], separators=(",", ":"), default=str), MAX_VALUES)
-    for k, v in _headline_metrics(evaluation, "candidate").items():
+    cand_metrics, champ_metrics = headline_metrics(evaluation)
+    for k, v in cand_metrics.items():
         tags[_tag_key("metric", k)] = repr(v)
     run_id = mv.run_id or client.create_run(_experiment_id(client), run_name=f"gates {name} v{version}").info.run_id
     artifact = f"gates/evaluation-{int(time.time() * 1000)}.json"
@@ -347,9 +348,9 @@ def record_gate_results(client: MlflowClient, name: str, version: int | str,
                       for g in gates},
             "evaluation_sha256": digest, "evaluation_uri": tags["gate.evaluation_uri"],
             "data_version": data_version,
-            "candidate_metrics": _headline_metrics(evaluation, "candidate"),
+            "candidate_metrics": cand_metrics,
             "production": production,
-            "champion_metrics_same_traffic": _headline_metrics(evaluation, "champion"),
+            "champion_metrics_same_traffic": champ_metrics,
         })
     return tags
 
