@@ -45,6 +45,18 @@ class Evaluation:
     thresholds: dict[str, Any]
     data_version: str = ""
     created_at: float = field(default_factory=time.time)
+    frame: ShadowFrame | None = field(default=None, repr=False, compare=False)  # the evidence, for plots
+
+    def compared_scores(self, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray] | None:
+        """(champion, candidate) scores of rows where both answered; an even subsample beyond `limit`."""
+        if self.frame is None:
+            return None
+        r = self.frame.rows
+        m = (self.frame.records.kind[r.record] == 0) & ~np.isnan(r.champion_score) & ~np.isnan(r.shadow_score)
+        idx = np.flatnonzero(m)
+        if idx.size > limit:
+            idx = idx[:: idx.size // limit + 1]
+        return r.champion_score[idx], r.shadow_score[idx]
 
     @property
     def passed(self) -> bool:
@@ -182,7 +194,7 @@ def evaluate(log: str | os.PathLike[str] | ShadowFrame | Iterable[bytes], *, can
     }
     return Evaluation(verdict=verdict, candidate=candidate, gates=results, evidence=evidence, divergence=div,
                       summary=summary, thresholds=cfg.model_dump(mode="json", by_alias=True),
-                      data_version=_data_version(frame, labels))
+                      data_version=_data_version(frame, labels), frame=frame)
 
 
 def _data_version(frame: ShadowFrame, labels: Labels | None) -> str:
