@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from proxy.config import ConfigError, load_config
@@ -26,12 +27,19 @@ def check_config_main(argv: list[str]) -> int:
 
 def serve_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="shadowlane serve", description="Run the shadowlane proxy.")
-    p.add_argument("--config", "-c", required=True, help="deployment config (YAML)")
-    p.add_argument("--host", help="bind address (default: server.host in the config)")
-    p.add_argument("--port", type=int, help="port (default: server.port in the config)")
+    # Environment defaults let a container image set everything without a shell wrapper.
+    env = os.environ
+    p.add_argument("--config", "-c", default=env.get("SHADOWLANE_CONFIG"),
+                   help="deployment config (YAML); default $SHADOWLANE_CONFIG")
+    p.add_argument("--host", default=env.get("SHADOWLANE_HOST"),
+                   help="bind address (default: $SHADOWLANE_HOST, else server.host in the config)")
+    p.add_argument("--port", type=int, default=int(env["SHADOWLANE_PORT"]) if env.get("SHADOWLANE_PORT") else None,
+                   help="port (default: $SHADOWLANE_PORT, else server.port in the config)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
+    if not args.config:
+        p.error("no deployment config: pass --config or set SHADOWLANE_CONFIG")
     try:
         cfg = load_config(args.config)
         # Load every model once here so a bad file fails fast with a clear message, not in a worker.
