@@ -62,6 +62,7 @@ class HotPath:
         t0 = time.perf_counter()
         unit_id = request_id = content_type = None
         length = -1
+        binary = False
         attrs: dict[str, str] = {}
         for k, v in scope["headers"]:
             if k == self._unit_header:
@@ -74,6 +75,8 @@ class HotPath:
                 content_type = v
             elif k in self._attr_headers:
                 attrs[self._attr_headers[k]] = v.decode("latin-1")
+            elif k == b"inference-header-content-length":  # OIP binary extension (tritonclient's default)
+                binary = True
         if request_id is None:
             request_id = f"{self._rid_prefix}{next(self._rid_counter):x}"
         endpoint: Endpoint | None = None
@@ -82,6 +85,9 @@ class HotPath:
                 raise ProxyError(413, f"request body of {length} bytes exceeds the limit of {self.max_body} "
                                       "bytes (server.max_body_bytes)")
             body = await self._read_body(receive)
+            if binary:
+                raise ProxyError(400, "the binary tensor extension is not supported; send JSON 'data' "
+                                      "(tritonclient: binary_data=False)")
             if protocol == "mlflow" and content_type is not None and not content_type.startswith(b"application/json"):
                 raise ProxyError(415, f"content type {content_type.decode('latin-1')!r} is not supported; "
                                       "send application/json")
