@@ -8,7 +8,7 @@ Records are JSON objects (orjson), one per line in segment files, one per messag
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Literal, TypedDict
+from typing import Any, Iterable, Iterator, Literal, TypedDict
 
 import orjson
 
@@ -60,3 +60,71 @@ def json_schema() -> dict[str, Any]:
     """The published JSON Schema of a version-1 record."""
     text = resources.files("shadowlane").joinpath("schemas/shadow-record.v1.json").read_bytes()
     return orjson.loads(text)
+
+
+# -- decoupled mode: the request record (proxy -> requests topic -> shadow-worker) -------------
+
+class Tensor(TypedDict):
+    """One model input, exactly as the champion was fed: OIP datatype, shape, row-major data."""
+
+    datatype: str  # OIP name: "FP32", "INT64", "BYTES", ...
+    shape: list[int]
+    data: list[Any]  # flat, row-major
+
+
+class RequestRecord(TypedDict):
+    """What the proxy publishes in decoupled mode, one per mirrored request (not per shadow).
+
+    A shadow worker runs the listed shadows on `inputs` and writes one ShadowRecord each, copying
+    every other field, so decoupled and in-process modes write identical shadow records.
+    """
+
+    v: int  # RECORD_VERSION
+    ts: float
+    request_id: str
+    unit_id: str | None
+    endpoint: str
+    protocol: Literal["oip", "mlflow"]
+    rows: int
+    champion: Side
+    shadows: list[str]  # model keys (deployment config `models:`) this request was sampled for
+    inputs: dict[str, Tensor]  # model input name -> the champion's feed
+    features_hash: str
+    features: dict[str, Any] | None
+    attributes: dict[str, str]
+
+
+def encode_request(record: RequestRecord) -> bytes:
+    """One request record as compact JSON bytes; numpy arrays are serialised natively."""
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_request(data: bytes | str) -> RequestRecord:
+    """Parse one request record; ValueError if it is not one of a version this code understands."""
+    obj = orjson.loads(data)
+    if not isinstance(obj, dict) or obj.get("v") != RECORD_VERSION or "inputs" not in obj:
+        raise ValueError(f"not a request record of version {RECORD_VERSION}")
+    return obj  # type: ignore[return-value]
+
+
+def request_json_schema() -> dict[str, Any]:
+    """The published JSON Schema of a version-1 request record."""
+    text = resources.files("shadowlane").joinpath("schemas/request-record.v1.json").read_bytes()
+    return orjson.loads(text)
+
+
+def dedup_key(record: ShadowRecord) -> tuple[str, str, int]:
+    """Identity of a shadow record: delivery is at-least-once (Kafka spill replay, shadow-worker
+    redelivery), so readers keep the first record per (request id, shadow model, version)."""
+    shadow = record["shadow"]
+    return record["request_id"], shadow["model"], shadow["version"]
+
+
+def dedup(records: Iterable[ShadowRecord]) -> Iterator[ShadowRecord]:
+    """Records in order, each identity (`dedup_key`) once."""
+    seen: set[tuple[str, str, int]] = set()
+    for r in records:
+        k = dedup_key(r)
+        if k not in seen:
+            seen.add(k)
+            yield r

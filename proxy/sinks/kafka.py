@@ -83,7 +83,8 @@ class KafkaSink:
                  request_timeout_ms: int = 5000, max_buffered_records: int = 100_000,
                  spill_directory: str | Path = "shadowlog-spill",
                  spill_max_bytes: int = 1024 * 1024 * 1024, reconnect_backoff_ms: int = 1000,
-                 enable_idempotence: bool = True, client_id: str = "shadowlane-sink"):
+                 enable_idempotence: bool = True, max_record_bytes: int = 1_000_000,
+                 client_id: str = "shadowlane-sink"):
         if compression not in ("gzip", "none"):
             raise ValueError(f"compression={compression!r} must be 'gzip' or 'none' "
                              "(the others need a native library)")
@@ -98,6 +99,9 @@ class KafkaSink:
         self._compression = None if compression == "none" else compression
         self._timeout_s = request_timeout_ms / 1000
         self._max_buffered = max_buffered_records
+        # The broker rejects messages over message.max.bytes (default ~1 MiB) for good; such a
+        # record would fail its round for ever, so it is refused at the door instead.
+        self._max_record = max_record_bytes
         self._spill_dir = Path(spill_directory)
         self._spill_max = spill_max_bytes
         # Small segments so replayed space is freed (and counted) early.
@@ -119,6 +123,7 @@ class KafkaSink:
         self._replay_lines: list[bytes] = []  # ... its lines ...
         self._replay_pos = 0  # ... and how many of them the broker has acknowledged
         self._next_connect = 0.0
+        self._down = False  # an outage was logged
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -136,7 +141,7 @@ class KafkaSink:
         """Queue one encoded shadow record for `topic`, keyed by unit id."""
         self.stats.emitted += 1
         buf = self._buf
-        if len(buf) >= self._max_buffered:
+        if len(buf) >= self._max_buffered or len(record) > self._max_record:
             self.stats.dropped += 1
             return
         if not buf:
@@ -147,7 +152,7 @@ class KafkaSink:
         """Queue one encoded request record for `requests_topic` (decoupled mode)."""
         self.stats.emitted += 1
         buf = self._buf
-        if len(buf) >= self._max_buffered:
+        if len(buf) >= self._max_buffered or len(record) > self._max_record:
             self.stats.dropped += 1
             return
         if not buf:
@@ -281,7 +286,7 @@ class KafkaSink:
             enable_idempotence=self._idempotence, acks="all" if self._idempotence else 1,
             linger_ms=0,  # batches are built here, whole
             max_batch_size=self._max_batch_bytes,
-            max_request_size=max(1024 * 1024, 2 * self._max_batch_bytes),
+            max_request_size=max(1024 * 1024, 2 * self._max_batch_bytes, 2 * self._max_record),
             compression_type=self._compression, request_timeout_ms=int(self._timeout_s * 1000),
             retry_backoff_ms=100)
         try:
@@ -290,15 +295,19 @@ class KafkaSink:
                 self._partitions.pop(topic, None)
             self._key_partition.clear()
         except Exception as err:  # KafkaConnectionError, timeouts, ...: all mean "not now"
-            log.warning("kafka %s unavailable (%s: %s); spilling, retry in %.1fs",
-                        self.bootstrap_servers, type(err).__name__, err, self._backoff_s)
+            # Once per outage at WARNING; every retry would flood the log.
+            log.log(logging.DEBUG if self._down else logging.WARNING,
+                    "kafka %s unavailable (%s: %s); spilling, retrying every %.1fs",
+                    self.bootstrap_servers, type(err).__name__, err, self._backoff_s)
+            self._down = True
             # Never reuse a producer whose start failed (aiokafka#759): discard it.
             await self._abandon(producer, self._timeout_s)
             return False
         self._producer = producer
         self.stats.producer_starts += 1
-        if self.stats.producer_starts > 1:
+        if self._down:
             log.warning("kafka %s reachable again", self.bootstrap_servers)
+        self._down = False
         return True
 
     async def _discard_producer(self, timeout_s: float) -> None:
@@ -366,18 +375,13 @@ class KafkaSink:
                 if batch is None:
                     batch = open_batches[(topic, p)] = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    # Full: ship it and start the next one for this partition.
+                    # Full: ship it and start the next one for this partition. An empty batch
+                    # always takes one record, however large (as in the Java client).
                     futures.append(await asyncio.wait_for(
                         producer.send_batch(batch, topic, partition=p),
                         max(0.01, deadline - time.monotonic())))
                     batch = open_batches[(topic, p)] = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        # Larger than a whole batch: it can never be sent.
-                        self.stats.dropped += 1
-                        log.error("record of %d bytes exceeds max_batch_bytes=%d; dropped",
-                                  len(value), self._max_batch_bytes)
-                        del open_batches[(topic, p)]
-                        continue
+                    batch.append(key=key, value=value, timestamp=None)
                 sent += 1
             for (topic, p), batch in open_batches.items():
                 futures.append(await asyncio.wait_for(
