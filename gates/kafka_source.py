@@ -75,10 +75,8 @@ async def _open(bootstrap: str, topic: str, start_ts: float | None, end_ts: floa
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
+        await consumer.topics()  # refreshes metadata: first contact may not know the topic yet
         parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()  # first contact may not know the topic yet
-            parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise ValueError(f"kafka topic {topic!r} not found on {bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -54,11 +54,14 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def perturbed_model(rng: np.random.Generator, noise: float, *, small_business_shift: float = 0.0,
-                    bias_shift: float = 0.0) -> onnx.ModelProto:
-    """The true model with Gaussian noise of scale `noise` on its weights (bigger = worse ranking)."""
-    shift = rng.normal(0, noise, CREDIT_WEIGHTS.size).astype(np.float32)
-    shift[SMALL_BUSINESS] += small_business_shift
+def credit_variant(bias_shift: float = 0.0, **weight_shifts: float) -> onnx.ModelProto:
+    """The true credit model with some feature weights shifted, e.g. `credit_variant(utilization=-0.5)`
+    (a champion that under-weights a signal ranks worse; `small_business=0.65` declines that segment)."""
+    shift = np.zeros(CREDIT_WEIGHTS.size, np.float32)
+    for name, delta in weight_shifts.items():
+        if name not in CREDIT_FEATURES:
+            raise ValueError(f"unknown credit feature {name!r}; features: {CREDIT_FEATURES}")
+        shift[CREDIT_FEATURES.index(name)] = delta
     return credit_model(weight_shift=shift, bias_shift=bias_shift)
 
 
@@ -74,27 +77,38 @@ def shadow_records(t: Traffic, champion: onnx.ModelProto, candidate: onnx.ModelP
                    champion_id: tuple[str, int] = ("credit-risk", 1),
                    candidate_id: tuple[str, int] = ("credit-risk", 2),
                    rng: np.random.Generator, latency_ms: float = 4.0, failure_rate: float = 0.0,
-                   skip_segment: str | None = None, keep_features: bool = True,
+                   skip_segment: str | None = None, fail_segment: str | None = None,
+                   noise_share: float = 0.0, keep_features: bool = True,
                    feature_names: tuple[str, ...] = CREDIT_FEATURES) -> Iterator[bytes]:
-    """Encoded records, one per request: champion answered, candidate shadowed."""
+    """Encoded records, one per request: champion answered, candidate shadowed.
+
+    `failure_rate` of the candidate's calls fail (alternately error and timeout), only in
+    `fail_segment` if given; `skip_segment` requests get no candidate record (a shadow that silently
+    skipped them); `noise_share` of requests also get a champion-vs-champion record (noise floor).
+    """
     pc = _session(champion).run(["probabilities"], {"features": t.X})[0][:, 1]
     ps = _session(candidate).run(["probabilities"], {"features": t.X})[0][:, 1]
     lat = rng.lognormal(math.log(latency_ms), 0.3, t.X.shape[0])
     fails = rng.random(t.X.shape[0]) < failure_rate
+    if fail_segment is not None:
+        fails &= t.segment == fail_segment
+    noise = rng.random(t.X.shape[0]) < noise_share
     for i, rid in enumerate(t.request_ids):
-        if skip_segment is not None and t.segment[i] == skip_segment:
-            continue
         status = ("timeout" if i % 2 else "error") if fails[i] else "ok"
+        champion_side = _side(*champion_id, "champion", float(pc[i]), int(pc[i] > 0.5), 2.0)
         rec = {
             "v": 1, "ts": float(t.ts[i]), "request_id": rid, "unit_id": f"u{i}", "endpoint": "credit",
             "protocol": "oip", "rows": 1,
-            "champion": _side(*champion_id, "champion", float(pc[i]), int(pc[i] > 0.5), 2.0),
+            "champion": champion_side,
             "shadow": _side(*candidate_id, "candidate", float(ps[i]), int(ps[i] > 0.5), float(lat[i]), status),
             "features_hash": f"xxh3:{i:016x}",
             "features": ({n: [float(t.X[i, j])] for j, n in enumerate(feature_names)} if keep_features else None),
             "attributes": {"segment": str(t.segment[i]), "region": str(t.region[i])},
         }
-        yield record.encode(rec)  # type: ignore[arg-type]
+        if noise[i]:
+            yield record.encode({**rec, "shadow": {**champion_side, "variant": "champion-copy"}})  # type: ignore[arg-type]
+        if skip_segment is None or t.segment[i] != skip_segment:
+            yield record.encode(rec)  # type: ignore[arg-type]
 
 
 def label_lines(t: Traffic, *, share: float = 1.0, rng: np.random.Generator | None = None) -> Iterator[bytes]:

@@ -103,7 +103,8 @@ def load_plugin(spec: PluginConfig) -> Gate:
         if not found:
             raise ValueError(f"plugin {spec.name!r}: no entry point {spec.entry_point!r} in group {ENTRY_POINT_GROUP!r}")
         obj = found[0].load()
-    gate = obj(**spec.params) if callable(obj) and not isinstance(obj, Gate) else obj
+    # a class or a factory function is called with the params; a ready instance is used as is
+    gate = obj(**spec.params) if isinstance(obj, type) or (callable(obj) and not isinstance(obj, Gate)) else obj
     if not isinstance(gate, Gate):
         raise ValueError(f"plugin {spec.name!r}: {obj!r} does not provide name + evaluate(ctx) -> GateResult")
     if getattr(gate, "name", None) != spec.name:
