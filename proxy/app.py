@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any, AsyncIterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from starlette.routing import Route
 from proxy.config import DeploymentConfig
 from proxy.deployment import Deployment, Endpoint, Variant
 from proxy.hotpath import HotPath
-from proxy.metrics import Metrics, sink_metrics
+from proxy.metrics import Metrics, _Callback as _Gauges, sink_metrics
 from proxy.shadow import ShadowDispatcher
 from proxy.sinks import build_sink
 
@@ -38,8 +39,11 @@ class ProxyApp:
             max_batch=cfg.shadow.max_batch, record_features=cfg.shadow.record_features,
             model_info=lambda key: (cfg.models[key].name, cfg.models[key].version))
         self.hot = HotPath(self.deployment, self.dispatcher, cfg.server, self.metrics)
-        self.metrics.add_gauges(lambda: sink_metrics(cfg.sink.type, self.sink.stats, self.sink.depth(),
-                                                     self.dispatcher.depth()))
+        gauges = lambda: sink_metrics(cfg.sink.type, self.sink.stats, self.sink.depth(),  # noqa: E731
+                                      self.dispatcher.depth(), worker=str(os.getpid()) if self._multiprocess else None)
+        self._multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        self._local = CollectorRegistry()
+        (self._local if self._multiprocess else self.metrics.registry).register(_Gauges(gauges))
         self.control = Starlette(routes=[
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
@@ -146,7 +150,15 @@ class ProxyApp:
         return JSONResponse({"error": f"{request.method} {request.url.path}: use POST"}, status_code=405)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        if self._multiprocess:
+            # Several uvicorn workers: counters and histograms summed over all of them from the
+            # shared mmap files; the scrape-time gauges (queue, sink) are this worker's.
+            agg = CollectorRegistry()
+            multiprocess.MultiProcessCollector(agg)
+            text = generate_latest(agg) + generate_latest(self._local)
+        else:
+            text = generate_latest(self.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"no such path: {request.url.path}"}, status_code=404)

@@ -45,12 +45,9 @@ class Metrics:
                                  "Rows where champion and shadow labels agree (agree=true) or not.",
                                  ["endpoint", "shadow", "agree"], registry=r)
 
-    def add_gauges(self, collect: Callable[[], Iterable[Metric]]) -> None:
-        """Register a callback read at scrape time (queue depths, sink stats): nothing on the hot path."""
-        self.registry.register(_Callback(collect))
-
-
 class _Callback:
+    """A collector that calls `fn` at scrape time (queue depths, sink stats): nothing on the hot path."""
+
     def __init__(self, fn: Callable[[], Iterable[Metric]]):
         self._fn = fn
 
@@ -58,23 +55,40 @@ class _Callback:
         return self._fn()
 
 
-def sink_metrics(sink_name: str, stats: object, depth: int, queue_depth: int) -> list[Metric]:
-    """Sink counters (from SinkStats fields) and buffer depths as metric families."""
+_RECORD_OUTCOMES = frozenset({"emitted", "written", "dropped", "spilled", "replayed"})
+_GAUGES = {
+    "lag_s": ("shadowlane_sink_lag_seconds", "Age of the oldest record not yet delivered."),
+    "spill_bytes": ("shadowlane_sink_spill_bytes", "Bytes held in local spill segments."),
+}
+
+
+def sink_metrics(sink_name: str, stats: object, depth: int, queue_depth: int,
+                 worker: str | None = None) -> list[Metric]:
+    """Sink counters (from SinkStats fields) and buffer depths as metric families. With several
+    worker processes each reports its own, labelled `worker` (its pid)."""
+    extra = ["worker"] if worker is not None else []
+    tail = [worker] if worker is not None else []
     records = CounterMetricFamily("shadowlane_sink_records", "Shadow records by sink outcome.",
-                                  labels=["sink", "outcome"])
+                                  labels=["sink", "outcome", *extra])
+    others: list[Metric] = []
     for field, value in vars(stats).items():
-        if isinstance(value, (int, float)) and not field.startswith("_") and field not in ("lag_seconds",):
-            records.add_metric([sink_name, field], value)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or field.startswith("_"):
+            continue
+        if field in _RECORD_OUTCOMES:
+            records.add_metric([sink_name, field, *tail], value)
+        elif field in _GAUGES:
+            name, doc = _GAUGES[field]
+            g = GaugeMetricFamily(name, doc, labels=["sink", *extra])
+            g.add_metric([sink_name, *tail], value)
+            others.append(g)
+        else:  # any other sink counter, e.g. producer_starts -> shadowlane_sink_producer_starts_total
+            c = CounterMetricFamily(f"shadowlane_sink_{field}", f"Sink counter {field}.", labels=["sink", *extra])
+            c.add_metric([sink_name, *tail], value)
+            others.append(c)
     buffered = GaugeMetricFamily("shadowlane_sink_buffer_records", "Records buffered in memory by the sink.",
-                                 labels=["sink"])
-    buffered.add_metric([sink_name], depth)
-    queue = GaugeMetricFamily("shadowlane_shadow_queue_jobs", "Shadow jobs waiting for a worker.")
-    queue.add_metric([], queue_depth)
-    out: list[Metric] = [records, buffered, queue]
-    lag = getattr(stats, "lag_seconds", None)
-    if isinstance(lag, (int, float)):
-        g = GaugeMetricFamily("shadowlane_sink_lag_seconds", "Age of the oldest record not yet delivered.",
-                              labels=["sink"])
-        g.add_metric([sink_name], lag)
-        out.append(g)
+                                 labels=["sink", *extra])
+    buffered.add_metric([sink_name, *tail], depth)
+    queue = GaugeMetricFamily("shadowlane_shadow_queue_jobs", "Shadow jobs waiting for a worker.", labels=extra)
+    queue.add_metric(tail, queue_depth)
+    out: list[Metric] = [records, buffered, queue, *others]
     return out

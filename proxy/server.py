@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import uvicorn
 
@@ -19,6 +20,10 @@ def app_factory() -> ProxyApp:
 
 def serve(config_path: str, *, host: str, port: int, workers: int = 1, log_level: str = "warning") -> None:
     os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers are fresh processes that import prometheus_client after this is set, so their
+        # counters live in shared mmap files and /metrics on any worker sums all of them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shadowlane-metrics-")
     uvicorn.run("proxy.server:app_factory", factory=True, host=host, port=port, workers=workers,
                 loop="uvloop", http="httptools", lifespan="on", log_level=log_level,
                 access_log=False, server_header=False, date_header=False)

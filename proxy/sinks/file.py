@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from pathlib import Path
 
 from proxy.sinks.base import SinkStats
@@ -23,7 +25,10 @@ class FileSink:
                  flush_interval_s: float = 0.05, max_buffered: int = 100_000):
         self.directory = Path(directory)
         self.stats = SinkStats()
-        self._writer = SegmentWriter(self.directory, segment_max_bytes=segment_max_bytes)
+        # Several worker processes may share the directory: each writes its own segment series,
+        # named by start time and pid, so names sort by run and no two writers share a file.
+        prefix = f"shadow-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-p{os.getpid()}"
+        self._writer = SegmentWriter(self.directory, prefix=prefix, segment_max_bytes=segment_max_bytes)
         self._interval = flush_interval_s
         self._max = max_buffered
         self._buf: list[bytes] = []
