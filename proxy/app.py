@@ -32,12 +32,14 @@ class ProxyApp:
     def __init__(self, cfg: DeploymentConfig, *, registry: CollectorRegistry | None = None):
         self.cfg = cfg
         self.metrics = Metrics(registry)
-        self.deployment = Deployment(cfg, self.metrics)
+        self.deployment = Deployment(cfg, self.metrics,
+                                     load_shadows=not (cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled"))
         self.sink = build_sink(cfg)
         self.dispatcher = ShadowDispatcher(
             sink=self.sink, queue_size=cfg.shadow.queue_size, workers=cfg.shadow.workers,
             max_batch=cfg.shadow.max_batch, record_features=cfg.shadow.record_features,
-            model_info=lambda key: (cfg.models[key].name, cfg.models[key].version))
+            model_info=lambda key: (cfg.models[key].name, cfg.models[key].version),
+            decoupled=cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled")
         self.hot = HotPath(self.deployment, self.dispatcher, cfg.server, self.metrics)
         gauges = lambda: sink_metrics(cfg.sink.type, self.sink.stats, self.sink.depth(),  # noqa: E731
                                       self.dispatcher.depth(), worker=str(os.getpid()) if self._multiprocess else None)

@@ -74,7 +74,7 @@ class Endpoint:
 
 
 class Deployment:
-    def __init__(self, cfg: DeploymentConfig, metrics: Metrics):
+    def __init__(self, cfg: DeploymentConfig, metrics: Metrics, *, load_shadows: bool = True):
         self.cfg = cfg
         self.metrics = metrics
         self.backends: dict[str, Backend] = {}
@@ -86,6 +86,10 @@ class Deployment:
         for key in sorted(serving):  # a model that answers clients must load, or we do not start
             self.backends[key] = build_backend(cfg.models[key])
         for key in sorted(shadow_only):
+            if not load_shadows:  # decoupled mode: shadow-workers load them, not the proxy
+                m = cfg.models[key]
+                self.backends[key] = UnavailableBackend(m.name, m.version, "runs in shadow-worker (decoupled mode)")
+                continue
             # A missing or broken shadow must never keep the champion from serving: it becomes a
             # backend that fails every call, so each mirrored request still leaves a record.
             try:

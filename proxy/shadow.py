@@ -127,7 +127,8 @@ def _labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
 
 class ShadowDispatcher:
     def __init__(self, *, sink: Sink, queue_size: int = 10_000, workers: int = 1, max_batch: int = 64,
-                 record_features: bool = True, model_info: Callable[[str], tuple[str, int]]):
+                 record_features: bool = True, model_info: Callable[[str], tuple[str, int]],
+                 decoupled: bool = False):
         self.sink = sink
         self._q: deque[ShadowJob] = deque()
         self._max = queue_size
@@ -135,6 +136,8 @@ class ShadowDispatcher:
         self._max_batch = max_batch
         self._record_features = record_features
         self._model_info = model_info  # model key -> (registry name, version)
+        # Decoupled mode: publish the request once to the requests topic; shadow-workers run it.
+        self._decoupled = decoupled
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads: dict[int, _DaemonThread] = {}
@@ -204,6 +207,10 @@ class ShadowDispatcher:
             batch = [self._q.popleft() for _ in range(min(self._max_batch, len(self._q)))]
             self._busy += 1
             try:
+                if self._decoupled:
+                    for job in batch:
+                        self._publish(job)
+                    continue
                 groups: dict[tuple[str, int], list[ShadowJob]] = {}
                 for job in batch:
                     for i in job.mirrors:
@@ -277,26 +284,14 @@ class ShadowDispatcher:
             outputs = None
             (shadow.failed_timeout if status == "timeout" else shadow.failed_error).inc()
             self.failed += 1
-        c_name, c_version = self._model_info(job.champion.model_key)
         s_name, s_version = self._model_info(shadow.label)
-        record = {
-            "v": RECORD_VERSION,
-            "ts": job.ts,
-            "request_id": job.request_id,
-            "unit_id": job.unit_id,
-            "endpoint": job.endpoint.name,
-            "protocol": job.protocol,
-            "rows": job.rows,
-            "champion": {"model": c_name, "version": c_version, "variant": job.champion.label, "status": "ok",
-                         "latency_ms": job.champion_latency_s * 1000, "outputs": job.champion_outputs,
-                         "error": None},
-            "shadow": {"model": s_name, "version": s_version, "variant": shadow.label, "status": status,
-                       "latency_ms": latency_s * 1000, "outputs": outputs, "error": error,
-                       "batch_rows": batch_rows},
-            "features_hash": features_hash(job.feeds),
-            "features": self._features(job) if self._record_features else None,
-            "attributes": job.attributes,
-        }
+        record = self._common(job)
+        record["shadow"] = {"model": s_name, "version": s_version, "variant": shadow.label, "status": status,
+                            "latency_ms": latency_s * 1000, "outputs": outputs, "error": error,
+                            "batch_rows": batch_rows}
+        record["features_hash"] = features_hash(job.feeds)
+        record["features"] = self._features(job) if self._record_features else None
+        record["attributes"] = job.attributes
         try:
             data = encode(record)  # type: ignore[arg-type]
         except TypeError as err:  # an output orjson cannot serialise: keep the pair, lose the payload
@@ -304,6 +299,32 @@ class ShadowDispatcher:
             record["shadow"]["status"], record["shadow"]["error"] = "error", f"unserialisable output: {err}"  # type: ignore[index]
             data = encode(record)  # type: ignore[arg-type]
         self.sink.emit(data, job.unit_id.encode() if job.unit_id is not None else None)
+
+    def _common(self, job: ShadowJob) -> dict[str, Any]:
+        """The fields a shadow record and a request record share, in record order."""
+        c_name, c_version = self._model_info(job.champion.model_key)
+        return {
+            "v": RECORD_VERSION, "ts": job.ts, "request_id": job.request_id, "unit_id": job.unit_id,
+            "endpoint": job.endpoint.name, "protocol": job.protocol, "rows": job.rows,
+            "champion": {"model": c_name, "version": c_version, "variant": job.champion.label, "status": "ok",
+                         "latency_ms": job.champion_latency_s * 1000, "outputs": job.champion_outputs,
+                         "error": None},
+        }
+
+    def _publish(self, job: ShadowJob) -> None:
+        from proxy.shadow_worker import tensor  # decoupled mode only: keeps aiokafka off the default path
+        from shadowlane.record import encode_request
+
+        record = self._common(job)
+        record["shadows"] = [job.endpoint.shadows[i].label for i in job.mirrors]
+        record["inputs"] = {k: tensor(v) for k, v in job.feeds.items()}
+        record["features_hash"] = features_hash(job.feeds)
+        record["features"] = self._features(job) if self._record_features else None
+        record["attributes"] = job.attributes
+        for i in job.mirrors:  # handed on: the shadow-worker completes them
+            job.endpoint.shadows[i].completed.inc()
+        self.completed += len(job.mirrors)
+        self.sink.emit_request(encode_request(record), job.unit_id.encode() if job.unit_id is not None else None)  # type: ignore[attr-defined, arg-type]
 
     def _features(self, job: ShadowJob) -> dict[str, Any]:
         names = job.endpoint.feature_names
