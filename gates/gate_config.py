@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -118,7 +118,6 @@ class GateConfig(_Strict):
     schema_: SchemaConfig = Field(SchemaConfig(), alias="schema")
     divergence: DivergenceConfig = DivergenceConfig()
     plugins: list[PluginConfig] = []
-    on_missing_input: Literal["fail", "insufficient_evidence"] = "fail"  # no signature/training stats given
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

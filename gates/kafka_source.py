@@ -75,8 +75,9 @@ async def _open(bootstrap: str, topic: str, start_ts: float | None, end_ts: floa
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        await consumer.topics()  # refreshes metadata: first contact may not know the topic yet
-        parts = consumer.partitions_for_topic(topic)
+        # A fresh consumer only knows topics it subscribed to; ask the cluster for all of them.
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = cluster.partitions_for_topic(topic)
         if not parts:
             raise ValueError(f"kafka topic {topic!r} not found on {bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
