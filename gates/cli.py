@@ -71,11 +71,14 @@ def _run(fn: Callable[[], int]) -> int:
 
 
 def _quiet_mlflow() -> None:
-    # MLflow logs INFO on every sqlite open; the CLI's own output is what people should read.
+    # MLflow logs INFO on every sqlite open and resets its logger on import, so import it first;
+    # the CLI's own output is what people should read.
     import logging
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 # ------------------------------------------------------------------ pin

@@ -114,8 +114,8 @@ def onnx_signature(model: onnx.ModelProto, feature_names: list[str] | tuple[str,
 
 
 def training_stats(x: np.ndarray, feature_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Training statistics in the drift gate's format (`gates.checks.drift.training_stats`)."""
-    from gates.checks.drift import training_stats as helper
+    """Training statistics in the drift gate's format (`gates.drift_stats.training_stats`)."""
+    from gates.drift_stats import training_stats as helper
 
     return helper(x, list(feature_names))
 
