@@ -4,6 +4,8 @@ and a broker that is unreachable from the start (records spill, a later sink rep
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +25,14 @@ async def wait_until(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = loop.time() + timeout_s
     while not pred():
         if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
+            # Say where every task is stuck: that is the diagnosis of a hang.
+            stacks = []
+            for task in asyncio.all_tasks():
+                buf = io.StringIO()
+                task.print_stack(limit=8, file=buf)
+                stacks.append(buf.getvalue())
+            sinks = [f"{o.stats} depth={o.depth()}" for o in gc.get_objects() if isinstance(o, KafkaSink)]
+            raise AssertionError("condition not reached in time\n" + "\n".join(sinks + stacks))
         await asyncio.sleep(0.02)
 
 
