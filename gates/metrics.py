@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import distributions
 
 PSI_EPS = 1e-4  # floor for empty bins, so PSI stays finite (Evidently and most write-ups do the same)
 
@@ -43,22 +44,22 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov statistic and its asymptotic p-value.
 
-    The statistic equals `scipy.stats.ks_2samp(a, b).statistic`; the p-value is scipy's
-    `method="asymp"` one (exact p-values are infeasible for millions of rows anyway).
+    The statistic equals `scipy.stats.ks_2samp(a, b).statistic`. The p-value is scipy's
+    `method="asymp"` one (`kstwo` at n*m/(n+m)) up to an effective size of 100,000; beyond, where
+    `kstwo` costs ~0.3 s a call and agrees to ~1e-3, the Kolmogorov limit `kstwobign`.
     """
-    from scipy.stats import distributions
-
     a = np.sort(np.asarray(a, dtype=np.float64))
     b = np.sort(np.asarray(b, dtype=np.float64))
     n, m = a.size, b.size
     if n == 0 or m == 0:
         return math.nan, math.nan
     both = np.concatenate([a, b])
-    cdf_a = np.searchsorted(a, both, side="right") / n
-    cdf_b = np.searchsorted(b, both, side="right") / m
-    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    d = float(np.max(np.abs(np.searchsorted(a, both, side="right") / n - np.searchsorted(b, both, side="right") / m)))
     en = n * m / (n + m)
-    p = float(distributions.kstwo.sf(d, np.round(en)))
+    if en <= 100_000:
+        p = float(distributions.kstwo.sf(d, np.round(en)))
+    else:
+        p = float(distributions.kstwobign.sf(d * math.sqrt(en)))
     return d, min(max(p, 0.0), 1.0)
 
 

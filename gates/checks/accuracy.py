@@ -4,7 +4,6 @@ both measured on the same labelled rows (where both models answered)."""
 from __future__ import annotations
 
 from gates.checks.base import GateContext, GateResult, fmt
-from gates.metrics import roc_auc
 
 
 class AccuracyGate:
@@ -15,8 +14,8 @@ class AccuracyGate:
         rows = ctx.frame.rows
         m = ctx.labelled_rows
         y = rows.label[m]
-        auc_cand = roc_auc(y, rows.shadow_score[m])
-        auc_prod = roc_auc(y, rows.champion_score[m])
+        auc_cand = ctx.overall_auc("shadow")
+        auc_prod = ctx.overall_auc("champion")
         delta = auc_cand - auc_prod
         values = {"auc_candidate": auc_cand, "auc_champion": auc_prod, "delta": delta,
                   "min_auc": cfg.min_auc, "min_delta": cfg.min_delta,

@@ -42,7 +42,8 @@ class GateContext:
     frame: ShadowFrame
     config: GateConfig
     signature: dict[str, Any] | None = None  # ModelSignature.to_dict() of the candidate
-    training_stats: dict[str, Any] | None = None  # gates.checks.drift.training_stats() of the candidate
+    training_stats: dict[str, Any] | None = None  # gates.drift_stats.training_stats() of the candidate
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def candidate_records(self) -> np.ndarray:
@@ -68,6 +69,17 @@ class GateContext:
         if lab is None:
             return np.zeros(len(self.frame.rows), dtype=bool)
         return self.candidate_rows & (lab >= 0)
+
+    def overall_auc(self, side: str) -> float:
+        """AUC of "shadow" or "champion" scores on the labelled rows (computed once, shared by gates)."""
+        key = f"auc.{side}"
+        if key not in self._memo:
+            from gates.metrics import roc_auc
+
+            m = self.labelled_rows
+            scores = self.frame.rows.shadow_score if side == "shadow" else self.frame.rows.champion_score
+            self._memo[key] = roc_auc(self.frame.rows.label[m], scores[m])
+        return self._memo[key]
 
     def row_attribute(self, name: str) -> tuple[np.ndarray, list[str]] | None:
         """Per-row codes and categories of a record attribute, or None if the log has no such attribute."""

@@ -31,7 +31,7 @@ class FairnessGate:
         codes, cats = attr
         both = ctx.candidate_rows
         lab = ctx.labelled_rows
-        overall_auc = roc_auc(rows.label[lab], rows.shadow_score[lab])
+        overall_auc = ctx.overall_auc("shadow")
         groups: dict[str, dict[str, Any]] = {}
         problems: list[str] = []
         c_codes = codes[both]
