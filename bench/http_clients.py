@@ -17,6 +17,7 @@ import asyncio
 import os
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -214,6 +215,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--clients", nargs="+", default=["httpx", "aiohttp", "raw"])
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the servers
     port = free_port()
     upstream = start_upstream(port, cpu=0)
     try:

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are reported")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the servers
     work = Path(tempfile.mkdtemp(prefix="upstream-overhead-"))
     procs: list[subprocess.Popen] = []
     try:

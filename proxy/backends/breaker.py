@@ -79,8 +79,3 @@ class CircuitBreaker:
             self._state = "open"
             self._opened_at = self._clock()
             self._trial_in_flight = False
-
-    def release(self) -> None:
-        """Forget a half-open trial whose outcome says nothing about the upstream (e.g. the caller
-        cancelled it), so the next request may try again."""
-        self._trial_in_flight = False

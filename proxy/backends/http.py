@@ -140,7 +140,10 @@ class HttpBackend(Backend):
         try:
             status, answer = await self._client.request("POST", self._infer_path, body, fwd)
         except asyncio.CancelledError:
-            self.breaker.release()
+            # The caller gave up first (a shadow's own timeout is usually shorter than the
+            # backend's): a stalling upstream must still trip the breaker.
+            self.failures_total += 1
+            self.breaker.record_failure()
             raise
         except Exception as err:
             raise self._failure(self._transport_error(err)) from None
