@@ -125,7 +125,6 @@ class KafkaSink:
         self._next_connect = 0.0
         self._down = False  # an outage was logged
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     @classmethod
     def from_config(cls, cfg: "KafkaSinkConfig") -> "KafkaSink":
@@ -187,16 +186,19 @@ class KafkaSink:
             self._spill_since = time.monotonic()
             log.info("replaying %d spill segments (%d bytes) left in %s",
                      len(existing), self.stats.spill_bytes, self._spill_dir)
-        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="shadowlane-kafka-sink")
         self._task.add_done_callback(self._task_done)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Produce what is buffered within `timeout_s`; whatever is left goes to the spill
-        (replayed by the next start). Then close the producer, bounded. Idempotent."""
+        """Let the task produce what is buffered within `timeout_s` (if the broker is there);
+        whatever is left goes to the spill, replayed by the next start. Then close the
+        producer, bounded. Idempotent."""
         if self._task is None:
             return
-        self._stopping = True
+        deadline = time.monotonic() + timeout_s
+        while ((self._buf or self._inflight) and not self._spill_pending() and not self._down
+               and not self._task.done() and time.monotonic() < deadline):
+            await asyncio.sleep(self._linger_s)
         task, self._task = self._task, None
         task.cancel()
         try:
@@ -205,15 +207,6 @@ class KafkaSink:
             pass
         # A round cut short by the cancel may or may not have reached the broker: keep it.
         self._spill_items(self._take_inflight())
-        deadline = time.monotonic() + timeout_s
-        try:
-            while self._buf and not self._spill_pending() and self._producer is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await self._produce_round(self._take_buffer(), min(left, self._timeout_s))
-        except _RoundFailed:
-            pass  # _produce_round already spilled the round
         self._spill_items(self._take_buffer())
         if self._spill is not None:
             self._spill.close()
