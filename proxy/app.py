@@ -39,7 +39,8 @@ class ProxyApp:
             sink=self.sink, queue_size=cfg.shadow.queue_size, workers=cfg.shadow.workers,
             max_batch=cfg.shadow.max_batch, record_features=cfg.shadow.record_features,
             model_info=lambda key: (cfg.models[key].name, cfg.models[key].version),
-            decoupled=cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled")
+            decoupled=cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled",
+            linger_s=cfg.shadow.linger_ms / 1000)
         self.hot = HotPath(self.deployment, self.dispatcher, cfg.server, self.metrics)
         gauges = lambda: sink_metrics(cfg.sink.type, self.sink.stats, self.sink.depth(),  # noqa: E731
                                       self.dispatcher.depth(), worker=str(os.getpid()) if self._multiprocess else None)

@@ -82,6 +82,12 @@ class ShadowConfig(_Strict):
     fraction: float = Field(1.0, ge=0.0, le=1.0)
     salt: str | None = None  # default: "<endpoint>/shadow/<model>"
     timeout_ms: float = Field(1000, gt=0)
+    # Where an in-process shadow runs. "inline": on the event loop between requests (cheapest
+    # for small models: no thread hand-off, no GIL convoy); "thread": its own thread (needed
+    # for slow or unpredictable models); "auto": inline for ONNX models whose warm-up calls take
+    # under `inline_max_ms`, else thread, and demoted to thread if an inline call overruns.
+    executor: Literal["auto", "inline", "thread"] = "auto"
+    inline_max_ms: float = Field(0.5, gt=0)
 
 
 class EndpointConfig(_Strict):
@@ -119,6 +125,7 @@ class ShadowSettings(_Strict):
     queue_size: int = Field(10_000, ge=1)
     workers: int = Field(1, ge=1)
     max_batch: int = Field(64, ge=1)  # shadow jobs drained and run as one batch
+    linger_ms: float = Field(2, ge=0)  # wait this long for a batch to fill (shadows have no client waiting)
     record_features: bool = True
 
 

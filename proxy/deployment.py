@@ -15,6 +15,31 @@ from router import Arm, Assigner, MirrorRule
 log = logging.getLogger("shadowlane.deployment")
 
 
+def warmup_seconds(backend: Backend, calls: int = 25) -> float | None:
+    """The 80th-percentile time of `calls` one-row predictions on zeros shaped from the model's
+    metadata; None when the metadata cannot make a valid input or the model fails on it."""
+    import time
+
+    import numpy as np
+
+    feeds = {}
+    for spec in backend.inputs:
+        if spec.datatype == "BYTES":
+            return None
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    times = []
+    try:
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            backend.predict(feeds)
+            times.append(time.perf_counter() - t0)
+    except Exception:
+        return None
+    times.sort()
+    return times[int(len(times) * 0.8)]
+
+
 class UnavailableBackend(Backend):
     """Stands in for a shadow model that failed to load."""
 
@@ -57,6 +82,10 @@ class ShadowTarget:
     divergence: object
     agree: object
     disagree: object
+    executor: str = "thread"  # configured: auto | inline | thread
+    inline_max_s: float = 0.0005
+    inline: bool = False  # decided at start (see Deployment.place_shadows)
+    overruns: int = 0  # consecutive inline calls past the timeout
 
 
 @dataclass
@@ -127,6 +156,7 @@ class Deployment:
                 mm.shadow_dropped.labels(name, s.model, "queue_full"), mm.shadow_duration.labels(name, s.model),
                 mm.divergence.labels(name, s.model),
                 mm.agreement.labels(name, s.model, "true"), mm.agreement.labels(name, s.model, "false"),
+                executor=s.executor, inline_max_s=s.inline_max_ms / 1000,
             )
             for s in ep.shadows
         ]
@@ -147,7 +177,32 @@ class Deployment:
 
     async def start(self) -> None:
         await asyncio.gather(*(b.start() for b in self.backends.values()))
+        self.place_shadows()
         self.started = True
+
+    def place_shadows(self) -> None:
+        """Decide, once, which in-process shadows run inline on the loop and which in a thread.
+
+        A thread costs a hand-off per batch and, on a busy core, a GIL convoy that can hold the
+        event loop for a whole switch interval (5 ms); a small ONNX model costs tens of µs
+        inline. So `auto` times a few warm-up calls and runs the model inline when they are fast.
+        """
+        from proxy.backends.onnx import OnnxBackend
+
+        for ep in self.endpoints.values():
+            for sh in ep.shadows:
+                b = sh.backend
+                if not b.sync or isinstance(b, UnavailableBackend):
+                    sh.inline = False
+                elif sh.executor == "inline":
+                    sh.inline = True
+                elif sh.executor == "auto" and isinstance(b, OnnxBackend):
+                    cost = warmup_seconds(b)
+                    sh.inline = cost is not None and cost <= sh.inline_max_s
+                    log.info("shadow %s on %s: warm-up %.0f µs -> %s", sh.label, ep.name,
+                             (cost or 0) * 1e6, "inline" if sh.inline else "thread")
+                else:
+                    sh.inline = False
 
     async def close(self) -> None:
         self.started = False

@@ -27,6 +27,7 @@ from proxy.sinks.base import Sink
 from shadowlane.record import RECORD_VERSION, encode
 
 log = logging.getLogger("shadowlane.shadow")
+_YIELD_EVERY = 16  # records built between yields to the event loop (~15 µs each)
 
 
 class ShadowJob(NamedTuple):
@@ -128,7 +129,7 @@ def _labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
 class ShadowDispatcher:
     def __init__(self, *, sink: Sink, queue_size: int = 10_000, workers: int = 1, max_batch: int = 64,
                  record_features: bool = True, model_info: Callable[[str], tuple[str, int]],
-                 decoupled: bool = False):
+                 decoupled: bool = False, linger_s: float = 0.002):
         self.sink = sink
         self._q: deque[ShadowJob] = deque()
         self._max = queue_size
@@ -138,6 +139,7 @@ class ShadowDispatcher:
         self._model_info = model_info  # model key -> (registry name, version)
         # Decoupled mode: publish the request once to the requests topic; shadow-workers run it.
         self._decoupled = decoupled
+        self._linger_s = linger_s
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads: dict[int, _DaemonThread] = {}
@@ -204,6 +206,10 @@ class ShadowDispatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if len(self._q) < self._max_batch and self._linger_s > 0:
+                # Let a batch form: one model call and one wake-up for many requests costs far
+                # less per request than one each, and shadows have no client waiting.
+                await asyncio.sleep(self._linger_s)
             batch = [self._q.popleft() for _ in range(min(self._max_batch, len(self._q)))]
             self._busy += 1
             try:
@@ -231,6 +237,22 @@ class ShadowDispatcher:
 
     async def _call(self, shadow: ShadowTarget, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         backend = shadow.backend
+        if shadow.inline:
+            # Between requests on the loop: cheap for the small models `auto` picks. A call
+            # cannot be interrupted, so an overrun is recorded as a timeout, and three in a row
+            # move the model to its own thread for good.
+            t0 = time.perf_counter()
+            out = backend.predict(feeds)
+            if time.perf_counter() - t0 > shadow.timeout_s:
+                shadow.overruns += 1
+                if shadow.overruns >= 3:
+                    shadow.inline = False
+                    log.warning("shadow %s overran its %g ms timeout inline 3 times: moved to a thread",
+                                shadow.label, shadow.timeout_s * 1000)
+                raise asyncio.TimeoutError
+            shadow.overruns = 0
+            await asyncio.sleep(0)  # let waiting requests in before the next batch
+            return out
         if backend.sync:
             fut = self._thread_for(shadow).submit(backend.predict, feeds)
         else:
@@ -243,16 +265,16 @@ class ShadowDispatcher:
             feeds = {k: np.concatenate([j.feeds[k] for j in jobs]) for k in jobs[0].feeds}
             outcome, latency = await self._timed(shadow, feeds)
             total = sum(j.rows for j in jobs)
-            if isinstance(outcome, dict):
-                start = 0
-                for job in jobs:
+            start = 0
+            for n, job in enumerate(jobs, 1):
+                part = outcome
+                if isinstance(outcome, dict):
                     part = {k: v[start:start + job.rows] if v.ndim and v.shape[0] == total else v
                             for k, v in outcome.items()}
                     start += job.rows
-                    self._record(job, shadow, part, latency, total)
-            else:
-                for job in jobs:
-                    self._record(job, shadow, outcome, latency, total)
+                self._record(job, shadow, part, latency, total)
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # building records is loop time: let requests in
             return
         for job in jobs:
             outcome, latency = await self._timed(shadow, job.feeds)
