@@ -20,6 +20,7 @@ class SinkStats:
     dropped: int = 0  # lost, counted
     spilled: int = 0  # kafka: written to the local spill instead
     replayed: int = 0  # kafka: spilled records later produced
+    lag_s: float = 0.0  # age of the oldest record not yet written (0 when caught up)
 
 
 class Sink(Protocol):

@@ -32,6 +32,7 @@ class FileSink:
         self._interval = flush_interval_s
         self._max = max_buffered
         self._buf: list[bytes] = []
+        self._oldest = 0.0  # monotonic time of the first record in the buffer
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -44,6 +45,8 @@ class FileSink:
         if len(self._buf) >= self._max:
             self.stats.dropped += 1
             return
+        if not self._buf:
+            self._oldest = time.monotonic()
         self._buf.append(record)
 
     def depth(self) -> int:
@@ -53,6 +56,7 @@ class FileSink:
         if not self._buf:
             return
         batch, self._buf = self._buf, []
+        self.stats.lag_s = round(time.monotonic() - self._oldest, 3)
         try:
             self._writer.write_many(batch)
             self.stats.written += len(batch)
