@@ -53,14 +53,23 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     n, m = a.size, b.size
     if n == 0 or m == 0:
         return math.nan, math.nan
-    both = np.concatenate([a, b])
-    d = float(np.max(np.abs(np.searchsorted(a, both, side="right") / n - np.searchsorted(b, both, side="right") / m)))
+    # The CDF difference is largest at a sample point; evaluate both CDFs at the points of `a`, then
+    # of `b` (scipy does the same over the concatenation). Sorted needles keep searchsorted cheap.
+    d_at_a = np.max(np.abs(_right_ranks(a) / n - np.searchsorted(b, a, side="right") / m))
+    d_at_b = np.max(np.abs(np.searchsorted(a, b, side="right") / n - _right_ranks(b) / m))
+    d = float(max(d_at_a, d_at_b))
     en = n * m / (n + m)
     if en <= 100_000:
         p = float(distributions.kstwo.sf(d, np.round(en)))
     else:
         p = float(distributions.kstwobign.sf(d * math.sqrt(en)))
     return d, min(max(p, 0.0), 1.0)
+
+
+def _right_ranks(x: np.ndarray) -> np.ndarray:
+    """For sorted `x`: how many elements are <= each element (`searchsorted(x, x, "right")`), in O(n)."""
+    ends = np.flatnonzero(np.r_[x[1:] != x[:-1], True]) + 1
+    return np.repeat(ends, np.diff(np.r_[0, ends]))
 
 
 def quantile_edges(x: np.ndarray, bins: int = 10) -> np.ndarray:

@@ -416,14 +416,10 @@ class _Builder:
     def _add_features(self, recs: list[tuple[int, int, dict[str, Any]]]) -> None:
         total = sum(n for _, n, _ in recs)
         start = self.feat_n
-        cols: dict[str, np.ndarray] = {}
-
-        def column(name: str) -> np.ndarray:
-            c = cols.get(name)
-            if c is None:
-                c = cols[name] = np.full(total, np.nan)
-            return c
-
+        # Python lists per column, converted once per chunk: per-record numpy calls would cost more
+        # than the JSON parsing.
+        scalar: dict[str, tuple[list[int], list[Any]]] = {}
+        tensor: dict[str, tuple[list[int], list[Any]]] = {}
         hashes = np.empty(total, dtype=np.uint64)
         rows = np.empty(total, dtype=np.int32)
         pos = 0
@@ -434,25 +430,33 @@ class _Builder:
                 if not isinstance(values, list) or len(values) != n:
                     self._seen_type(name, "invalid")
                     continue
-                first = values[0] if n else None
-                if isinstance(first, list):  # a tensor input [n, k]: one column per inner position
-                    self.tensor_shapes.setdefault(name, set()).add(_inner_shape(first))
-                    cnames = self._tensor_columns(name, first)
-                    arr = _to_float(values)
-                    if arr is not None and arr.ndim == 2 and arr.shape[1] == len(cnames):
-                        for j, cname in enumerate(cnames):
-                            column(cname)[pos:pos + n] = arr[:, j]
-                            t = _json_type(values[0][j])
-                            self._seen_type(cname, t)
-                            self._seen_type(name, t)  # element types of the whole tensor, for the schema gate
-                    else:
-                        self._seen_type(name, "ragged")
-                else:
-                    self._seen_type(name, _json_type(first))
-                    arr = _to_float(values)
-                    if arr is not None and arr.ndim == 1:
-                        column(name)[pos:pos + n] = arr
+                target = tensor if n and isinstance(values[0], list) else scalar
+                idx, vals = target.get(name) or target.setdefault(name, ([], []))
+                idx.extend(range(pos, pos + n))
+                vals.extend(values)
             pos += n
+        cols: dict[str, np.ndarray] = {}
+        for name, (idx, vals) in scalar.items():
+            self.json_types.setdefault(name, set()).update(_JSON_TYPES.get(t, t.__name__) for t in set(map(type, vals)))
+            arr = _to_float(vals)
+            if arr is not None and arr.ndim == 1:  # strings stay out of the numeric sample
+                col = cols[name] = np.full(total, np.nan)
+                col[idx] = arr
+        for name, (idx, vals) in tensor.items():
+            first = vals[0]
+            self.tensor_shapes.setdefault(name, set()).update({_inner_shape(v) for v in vals[:1000]})
+            cnames = self._tensor_columns(name, first)
+            arr = _to_float(vals)
+            if arr is None or arr.ndim != 2 or arr.shape[1] != len(cnames):
+                self._seen_type(name, "ragged")
+                continue
+            head = vals[:1000]  # element types from the first rows of each chunk
+            for j, cname in enumerate(cnames):
+                kinds = {_JSON_TYPES.get(t, t.__name__) for t in {type(row[j]) for row in head}}
+                self.json_types.setdefault(cname, set()).update(kinds)
+                self.json_types.setdefault(name, set()).update(kinds)  # the tensor's, for the schema gate
+                col = cols[cname] = np.full(total, np.nan)
+                col[idx] = arr[:, j]
         for name, c in cols.items():
             if name not in self.feat_cols:
                 self.feat_cols[name] = [np.full(start, np.nan)] if start else []
@@ -532,20 +536,7 @@ class _Builder:
                              records_without_features=self.without_features)
 
 
-def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, list):
-        return "list"
-    return type(v).__name__
+_JSON_TYPES = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}
 
 
 def _inner_shape(first_row: list[Any]) -> tuple[int, ...]:
@@ -603,10 +594,15 @@ class Labels:
     @classmethod
     def from_arrays(cls, request_hashes: np.ndarray, rows: np.ndarray, labels: np.ndarray,
                     ts: np.ndarray | None = None) -> "Labels":
-        keys = join_key(np.asarray(request_hashes, dtype=np.uint64), np.asarray(rows))
-        ts = np.zeros(keys.size) if ts is None else np.asarray(ts, dtype=np.float64)
-        order = np.lexsort((ts, keys))
-        keys, lab, ts = keys[order], np.asarray(labels, dtype=np.int8)[order], ts[order]
+        raw = join_key(np.asarray(request_hashes, dtype=np.uint64), np.asarray(rows))
+        ts = np.zeros(raw.size) if ts is None else np.asarray(ts, dtype=np.float64)
+        order = np.argsort(raw)
+        keys = raw[order]
+        if keys.size and np.any(keys[1:] == keys[:-1]):
+            # Corrected labels: the latest ts per key wins (a slower two-key sort, only when needed).
+            order = np.lexsort((ts, raw))
+            keys = raw[order]
+        lab, ts = np.asarray(labels, dtype=np.int8)[order], ts[order]
         last = np.r_[keys[1:] != keys[:-1], True] if keys.size else np.empty(0, bool)
         return cls(keys[last], lab[last], ts[last])
 
@@ -656,9 +652,11 @@ def attach_labels(frame: ShadowFrame, labels: Labels) -> None:
     rows = frame.rows
     keys = join_key(frame.records.request_hash[rows.record], rows.row)
     out = np.full(keys.size, -1, dtype=np.int8)
-    if len(labels):
-        pos = np.searchsorted(labels.key, keys)
-        pos_c = np.minimum(pos, labels.key.size - 1)
-        hit = labels.key[pos_c] == keys
-        out[hit] = labels.label[pos_c[hit]]
+    if len(labels) and keys.size:
+        # Sorted needles walk the label keys in order: far fewer cache misses than random lookups.
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        pos = np.minimum(np.searchsorted(labels.key, sorted_keys), labels.key.size - 1)
+        hit = labels.key[pos] == sorted_keys
+        out[order[hit]] = labels.label[pos[hit]]
     rows.label = out

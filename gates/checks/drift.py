@@ -31,12 +31,12 @@ class DriftGate:
         per_feature: dict[str, Any] = {}
         missing, drifted, not_numeric = [], [], []
         for name, f in stats["features"].items():
-            col = sample.columns.get(name)
-            if col is None or name not in sample.names_seen:
+            if name not in sample.names_seen:
                 missing.append(name)
                 per_feature[name] = {"psi": None, "status": "missing"}
                 continue
-            finite = col[np.isfinite(col)]
+            col = sample.columns.get(name)
+            finite = col[np.isfinite(col)] if col is not None else np.empty(0)
             if finite.size == 0:
                 not_numeric.append(name)
                 per_feature[name] = {"psi": None, "status": "not numeric"}
