@@ -4,8 +4,10 @@ MLflow stages are deprecated, so the stage is the ``lifecycle.stage`` version ta
 ``staging`` / ``production`` aliases point at the versions in those stages (one each). Rules:
 
 - None → Staging needs a passing gate verdict (``gate.verdict == pass``);
+- the passing verdict must match the version's last ``gate.run`` record in the verified audit log
+  (tags alone are not trusted);
 - Staging → Production needs a passing verdict *and* an approved review (read from the verified
-  audit log); the previous Production version becomes Archived;
+  audit log) of those same gate results; the previous Production version becomes Archived;
 - None → Production is refused; anything → Archived is allowed except the serving Production
   version (promote or roll back another version instead);
 - rollback puts the previous Production version back and archives the current one.
@@ -21,7 +23,7 @@ from typing import Any, Callable
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from gates.audit import AuditLog
+from gates.audit import AuditError, AuditLog
 from gates.registry import RegistryError, get_version, production_snapshot
 from gates.review import Reviews
 
@@ -92,12 +94,17 @@ class Lifecycle:
             raise PromotionError(f"refused: {name} v{version} → {to} needs a passing gate verdict, "
                                  f"it has {verdict or 'no gate results'}"
                                  + _failed_gates(mv.tags))
+        if to in ("Staging", "Production"):
+            self._check_gate_run(name, version, mv.tags.get("gate.evaluation_sha256"))
         if to == "Production":
             review = self.reviews.state(name, version)
             if not review.approved:
                 have = f"{len(review.approvers)} of {review.required_approvals} approvals"
                 raise PromotionError(f"refused: {name} v{version} → Production needs an approved review "
                                      f"(review is {review.status}, {have})")
+            if review.evaluation_sha256 != mv.tags.get("gate.evaluation_sha256"):
+                raise PromotionError(f"refused: the gate results of {name} v{version} changed after its review "
+                                     "was requested; request (and approve) a review of the current results")
         if to == "Archived" and self._alias(name, "production") == int(version):
             raise PromotionError(f"refused: {name} v{version} is serving as Production; promote another "
                                  "version or roll back instead of archiving it")
@@ -155,6 +162,27 @@ class Lifecycle:
         return Transition(name, target, "Archived", "Production", current, rec["seq"])
 
     # ------------------------------------------------------------ helpers
+
+    def _check_gate_run(self, name: str, version: int | str, digest: str | None) -> None:
+        """The passing verdict on the tags must be the last gate run in the verified audit log.
+
+        Tags are writable by anyone with registry access; the hash-chained log is what vouches
+        for them.
+        """
+        last = None
+        if self.audit.path.exists():
+            check = self.audit.verify()
+            if not check.ok:
+                raise AuditError(f"audit log {self.audit.path} failed verification ({check.problems[0]}); "
+                                 "no promotion until it is restored")
+            for rec in self.audit.records():
+                p = rec["payload"]
+                if rec["kind"] == "gate.run" and p.get("model") == name and str(p.get("version")) == str(version):
+                    last = p
+        if last is None or last.get("evaluation_sha256") != digest or last.get("verdict") != "pass":
+            raise PromotionError(f"refused: the passing gate verdict on {name} v{version} is not backed by its "
+                                 f"last gate.run record in {self.audit.path} (record gate results with this "
+                                 "audit log: `shadowlane gate --record` or `registry record-gate`)")
 
     def _alias(self, name: str, alias: str) -> int | None:
         try:

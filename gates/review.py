@@ -49,6 +49,7 @@ class ReviewState:
     request_seq: int | None = None
     requested_by: str | None = None
     requested_at: float | None = None
+    evaluation_sha256: str | None = None  # the gate evaluation the reviewers were asked to judge
     approvers: list[str] = field(default_factory=list)
     rejected_by: str | None = None
     required_approvals: int = 1
@@ -102,7 +103,8 @@ def review_state(audit: AuditLog, name: str, version: int | str, *, required_app
         kind = rec["kind"]
         if kind == "review.request":
             state = ReviewState(status="requested", request_seq=rec["seq"], requested_by=rec["actor"],
-                                requested_at=rec["ts"], required_approvals=required_approvals)
+                                requested_at=rec["ts"], evaluation_sha256=p.get("evaluation_sha256"),
+                                required_approvals=required_approvals)
         elif kind == "review.approve" and state.status in ("requested", "approved"):
             if rec["actor"].lower() not in (a.lower() for a in state.approvers):
                 state.approvers.append(rec["actor"])

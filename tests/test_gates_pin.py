@@ -31,7 +31,7 @@ def registry(mlflow_client, tmp_path_factory: pytest.TempPathFactory):  # type: 
         register_credit(mlflow_client, NAME)
         if v == 4:
             break
-        record_gate_results(mlflow_client, NAME, v, evaluation_dict(NAME, v))
+        record_gate_results(mlflow_client, NAME, v, evaluation_dict(NAME, v), audit=audit)
         lc.promote(NAME, v, "staging", "alice")
         if v < 3:
             lc.reviews.request(NAME, v, "alice")

@@ -116,6 +116,21 @@ def test_staging_needs_a_passing_verdict(mlflow_client, model_name: str, tmp_pat
         Lifecycle(mlflow_client, _audit(tmp_path)).promote(model_name, 1, "staging", "alice")
 
 
+def test_forged_verdict_tag_is_not_enough(mlflow_client, model_name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    audit = _audit(tmp_path)
+    register_credit(mlflow_client, model_name)
+    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1, failing=("fairness",)), audit=audit)
+    mlflow_client.set_model_version_tag(model_name, "1", "gate.verdict", "pass")  # someone edits the registry
+    with pytest.raises(PromotionError, match="not backed by its last gate.run record"):
+        Lifecycle(mlflow_client, audit).promote(model_name, 1, "staging", "alice")
+    # A passing run recorded without the audit log does not count either.
+    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1))
+    with pytest.raises(PromotionError, match="not backed"):
+        Lifecycle(mlflow_client, audit).promote(model_name, 1, "staging", "alice")
+    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1), audit=audit)
+    assert Lifecycle(mlflow_client, audit).promote(model_name, 1, "staging", "alice").to_stage == "Staging"
+
+
 def test_gate_tags_are_small_and_replace_the_previous_run(mlflow_client, model_name: str) -> None:  # type: ignore[no-untyped-def]
     register_credit(mlflow_client, model_name)
     ev = evaluation_dict(model_name, 1, failing=("fairness",))

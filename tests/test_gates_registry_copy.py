@@ -12,27 +12,20 @@ from gates.audit import AuditLog
 from gates.cli import registry_main
 from gates.copy import copy_version, verify_copy
 from gates.lifecycle import Lifecycle, PromotionError
-from gates.registry import connect, load_signature, load_training_stats, record_gate_results
+from gates.registry import load_signature, load_training_stats, record_gate_results
 from shadowlane.demo_models import CREDIT_FEATURES
 from tests.fixtures.mlflow import evaluation_dict, register_credit
 
 
-def _registry(tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
-    root = tmp_path / name
-    root.mkdir()
-    client = connect(f"sqlite:///{root}/mlflow.db")
-    client.create_experiment("shadowlane", artifact_location=(root / "artifacts").as_uri())
-    return client
-
-
-def test_copy_preserves_tags_signature_and_provenance(mlflow_client, mlflow_uri: str, model_name: str,
-                                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_copy_preserves_tags_signature_and_provenance(mlflow_client, mlflow_client_b, mlflow_uri: str,  # type: ignore[no-untyped-def]
+                                                       model_name: str, tmp_path: Path) -> None:
     register_credit(mlflow_client, model_name, author="alice", high_stakes=True)
-    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1))
-    Lifecycle(mlflow_client, AuditLog(tmp_path / "a.jsonl")).promote(model_name, 1, "staging", "alice")
+    src_audit = AuditLog(tmp_path / "a.jsonl")
+    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1), audit=src_audit)
+    Lifecycle(mlflow_client, src_audit).promote(model_name, 1, "staging", "alice")
     src_mv = mlflow_client.get_model_version(model_name, "1")
 
-    dst = _registry(tmp_path, "dst")
+    dst = mlflow_client_b
     audit = AuditLog(tmp_path / "audit.jsonl")
     res = copy_version(mlflow_client, dst, model_name, 1, actor="carol", audit=audit)
     mv = dst.get_model_version(model_name, str(res.version))
@@ -53,25 +46,22 @@ def test_copy_preserves_tags_signature_and_provenance(mlflow_client, mlflow_uri:
     rec = list(audit.records())[-1]
     assert rec["kind"] == "registry.copy" and rec["payload"]["source"]["version"] == 1
 
-    # A copy of the copy keeps the whole lineage.
-    third = _registry(tmp_path, "third")
-    res3 = copy_version(dst, third, model_name, res.version, actor="dave", dst_name="credit-eu")
-    lineage = json.loads(third.get_model_version("credit-eu", str(res3.version)).tags["provenance.lineage"])
+    # A copy of the copy (back into the first registry, under another name) keeps the whole lineage.
+    third, eu = mlflow_client, f"{model_name}-eu"
+    res3 = copy_version(dst, third, model_name, res.version, actor="dave", dst_name=eu)
+    lineage = json.loads(third.get_model_version(eu, str(res3.version)).tags["provenance.lineage"])
     assert [(h["copied_by"], h["version"]) for h in lineage] == [("carol", 1), ("dave", res.version)]
     assert res3.artifacts_sha256 == res.artifacts_sha256  # artifacts byte-identical across both hops
 
     # The copy must earn its own promotion in the destination.
     with pytest.raises(PromotionError, match="None straight to Production"):
-        Lifecycle(third, AuditLog(tmp_path / "t.jsonl")).promote("credit-eu", res3.version, "production", "dave")
+        Lifecycle(third, AuditLog(tmp_path / "t.jsonl")).promote(eu, res3.version, "production", "dave")
 
 
-def test_copy_cli(mlflow_client, mlflow_uri: str, model_name: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_copy_cli(mlflow_client, mlflow_client_b, mlflow_uri: str, model_name: str,  # type: ignore[no-untyped-def]
                   capsys: pytest.CaptureFixture[str]) -> None:
     register_credit(mlflow_client, model_name)
-    dst_root = tmp_path / "d"
-    dst_root.mkdir()
-    dst_uri = f"sqlite:///{dst_root}/mlflow.db"
-    connect(dst_uri).create_experiment("shadowlane", artifact_location=(dst_root / "art").as_uri())
+    dst_uri = mlflow_client_b._tracking_client.tracking_uri
     argv = ["copy", "--src-uri", mlflow_uri, "--dst-uri", dst_uri, "--model", model_name, "--version", "1",
             "--actor", "carol"]
     assert registry_main(argv) == 0

@@ -114,6 +114,21 @@ def test_rejection_blocks_until_a_new_request(staged, model_name: str) -> None: 
         reviews.approve(model_name, 1, "tom", YES)
 
 
+def test_new_gate_results_need_a_new_review(mlflow_client, staged, model_name: str) -> None:  # type: ignore[no-untyped-def]
+    reviews, lc, clock = staged
+    reviews.request(model_name, 1, "alice")
+    clock.t += 120
+    reviews.approve(model_name, 1, "rita", YES)
+    # The gates are re-run on newer traffic after the approval: reviewers never saw these results.
+    record_gate_results(mlflow_client, model_name, 1, evaluation_dict(model_name, 1, auc=0.9), audit=reviews.audit)
+    with pytest.raises(PromotionError, match="changed after its review was requested"):
+        lc.promote(model_name, 1, "production", "alice")
+    reviews.request(model_name, 1, "alice")
+    clock.t += 120
+    reviews.approve(model_name, 1, "rita", YES)
+    assert lc.promote(model_name, 1, "production", "alice").to_stage == "Production"
+
+
 def test_registry_tags_alone_cannot_approve(mlflow_client, staged, model_name: str) -> None:  # type: ignore[no-untyped-def]
     _, lc, _ = staged
     mlflow_client.set_model_version_tag(model_name, "1", "review.status", "approved")
