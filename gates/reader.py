@@ -418,7 +418,7 @@ class _Builder:
         start = self.feat_n
         # Python lists per column, converted once per chunk: per-record numpy calls would cost more
         # than the JSON parsing.
-        scalar: dict[str, tuple[list[int], list[Any]]] = {}
+        scalar: dict[str, tuple[list[int], list[Any]]] = {}  # name -> (record start rows, values)
         tensor: dict[str, tuple[list[int], list[Any]]] = {}
         hashes = np.empty(total, dtype=np.uint64)
         rows = np.empty(total, dtype=np.int32)
@@ -431,18 +431,27 @@ class _Builder:
                     self._seen_type(name, "invalid")
                     continue
                 target = tensor if n and isinstance(values[0], list) else scalar
-                idx, vals = target.get(name) or target.setdefault(name, ([], []))
-                idx.extend(range(pos, pos + n))
+                starts, vals = target.get(name) or target.setdefault(name, ([], []))
+                starts.append(pos)
                 vals.extend(values)
             pos += n
+        record_starts = np.cumsum([0] + [n for _, n, _ in recs])[:-1]
+
+        def positions(starts: list[int], count: int) -> np.ndarray | slice:
+            if count == total:  # present in every record: the rows are contiguous
+                return slice(None)
+            st = np.asarray(starts)
+            lengths = np.diff(np.r_[record_starts, total])[np.searchsorted(record_starts, st)]
+            return np.repeat(st, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+
         cols: dict[str, np.ndarray] = {}
-        for name, (idx, vals) in scalar.items():
+        for name, (starts, vals) in scalar.items():
             self.json_types.setdefault(name, set()).update(_JSON_TYPES.get(t, t.__name__) for t in set(map(type, vals)))
             arr = _to_float(vals)
             if arr is not None and arr.ndim == 1:  # strings stay out of the numeric sample
                 col = cols[name] = np.full(total, np.nan)
-                col[idx] = arr
-        for name, (idx, vals) in tensor.items():
+                col[positions(starts, len(vals))] = arr
+        for name, (starts, vals) in tensor.items():
             first = vals[0]
             self.tensor_shapes.setdefault(name, set()).update({_inner_shape(v) for v in vals[:1000]})
             cnames = self._tensor_columns(name, first)
@@ -456,7 +465,7 @@ class _Builder:
                 self.json_types.setdefault(cname, set()).update(kinds)
                 self.json_types.setdefault(name, set()).update(kinds)  # the tensor's, for the schema gate
                 col = cols[cname] = np.full(total, np.nan)
-                col[idx] = arr[:, j]
+                col[positions(starts, len(vals))] = arr[:, j]
         for name, c in cols.items():
             if name not in self.feat_cols:
                 self.feat_cols[name] = [np.full(start, np.nan)] if start else []

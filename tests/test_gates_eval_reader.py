@@ -124,3 +124,15 @@ def test_kafka_topic_slices_by_offset_and_time(kafka_broker, kafka_topic):
     assert len(by_offset.records) == 10  # offsets 0..4 of both partitions
     by_time = read_shadow_log(f"{uri}?start_ts={base + 10}&end_ts={base + 20}", ("cand", 2))
     assert sorted(by_time.records.ts - base) == list(range(10, 20))
+
+
+def test_features_missing_from_some_records_line_up_by_row(tmp_path):
+    log = write(tmp_path / "log", [
+        rec("a", 2, features={"f": [1.0, 2.0], "g": [5, 6]}), rec("b", 3, features={"f": [3.0, 4.0, 5.0]}),
+        rec("c", 1, features={"g": [7]}), rec("d", 2, features={"x": [[1, 2], [3, 4]]}),
+        rec("e", 1, features={"x": [[5, 6]], "g": [8]})])
+    cols = read_shadow_log(log, ("cand", 2)).features.columns
+    nan = float("nan")
+    np.testing.assert_array_equal(cols["f"], [1, 2, 3, 4, 5, nan, nan, nan, nan])
+    np.testing.assert_array_equal(cols["g"], [5, 6, nan, nan, nan, 7, nan, nan, 8])
+    np.testing.assert_array_equal(cols["x[1]"], [nan] * 6 + [2, 4, 6])
