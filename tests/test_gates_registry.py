@@ -200,3 +200,32 @@ def test_register_refuses_mismatched_feature_names(mlflow_client, model_name: st
 
     with pytest.raises(RegistryError, match="3 names but input 'features' has shape"):
         register_onnx(mlflow_client, model_name, credit_model(), author="a", feature_names=["a", "b", "c"])
+
+
+def test_registry_cli_register_record_show(mlflow_uri: str, mlflow_client, model_name: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from gates.cli import registry_main
+    from shadowlane.demo_models import save, synth_applicants
+
+    onnx_path = save(credit_model(), tmp_path / "m.onnx")
+    np.save(tmp_path / "train.npy", synth_applicants(300, np.random.default_rng(1)))
+    audit = tmp_path / "audit.jsonl"
+    common = ["--registry-uri", mlflow_uri, "--audit-log", str(audit)]
+    assert registry_main(["register", "--model", model_name, "--onnx", str(onnx_path), "--author", "sam",
+                          "--feature-names", ",".join(CREDIT_FEATURES), "--training-data", str(tmp_path / "train.npy"),
+                          "--high-stakes", *common]) == 0
+    assert f"registered {model_name} v1" in capsys.readouterr().out
+    assert load_training_stats(mlflow_client, model_name, 1)["rows"] == 300
+    assert mlflow_client.get_registered_model(model_name).tags["high_stakes"] == "true"
+
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation_dict(model_name, 1, failing=("drift",))))
+    assert registry_main(["record-gate", "--model", model_name, "--version", "1", "--evaluation",
+                          str(tmp_path / "eval.json"), *common]) == 0
+    assert "gate.verdict=fail" in capsys.readouterr().out
+    assert [r["kind"] for r in AuditLog(audit).records()] == ["register", "gate.run"]
+    assert registry_main(["show", "--model", model_name, "--version", "1", "--registry-uri", mlflow_uri]) == 0
+    shown = capsys.readouterr().out
+    assert "gate.drift.passed = false" in shown and "lifecycle.stage = None" in shown
+    assert registry_main(["register", "--model", model_name, "--onnx", str(onnx_path), "--author", "sam",
+                          "--training-data", str(tmp_path / "train.npy"), *common]) == 1
+    assert "--training-data needs --feature-names" in capsys.readouterr().err
