@@ -98,11 +98,12 @@ def test_kafka_topic_slices_by_offset_and_time(kafka_broker, kafka_topic):
 
     from tests.fixtures.kafka import create_topic
 
-    topic = kafka_topic("gates")
+    topic, labels_topic = kafka_topic("gates"), kafka_topic("labels")
     base = 1_700_000_000.0
 
     async def produce() -> None:
         await create_topic(kafka_broker.bootstrap, topic, partitions=2)
+        await create_topic(kafka_broker.bootstrap, labels_topic)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
         await producer.start()
         try:
@@ -113,6 +114,8 @@ def test_kafka_topic_slices_by_offset_and_time(kafka_broker, kafka_topic):
             # a duplicate delivery of r0 (at-least-once)
             await producer.send_and_wait(topic, orjson.dumps(rec("r0", 1, ts=base)), partition=1,
                                          timestamp_ms=int((base + 40) * 1000))
+            for i in range(0, 40, 2):  # outcomes of the even requests so far
+                await producer.send_and_wait(labels_topic, orjson.dumps({"request_id": f"r{i}", "label": i % 4 // 2}))
         finally:
             await producer.stop()
 
@@ -124,6 +127,9 @@ def test_kafka_topic_slices_by_offset_and_time(kafka_broker, kafka_topic):
     assert len(by_offset.records) == 10  # offsets 0..4 of both partitions
     by_time = read_shadow_log(f"{uri}?start_ts={base + 10}&end_ts={base + 20}", ("cand", 2))
     assert sorted(by_time.records.ts - base) == list(range(10, 20))
+    attach_labels(whole, read_labels(f"kafka://{kafka_broker.bootstrap}/{labels_topic}"))
+    by_request = dict(zip(whole.records.ts - base, whole.rows.label))
+    assert by_request == {float(i): (i % 4 // 2 if i % 2 == 0 else -1) for i in range(40)}
 
 
 def test_features_missing_from_some_records_line_up_by_row(tmp_path):
