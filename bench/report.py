@@ -40,26 +40,28 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "## Saturation",
         "",
-        "| scenario | what | req/s (median, min–max) | × baseline | p50 / p99 / p99.9 ms | CPU µs/req | non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scenario | what | req/s (median, min–max) | × baseline req/s | × baseline by CPU/req "
+        "| p50 / p99 / p99.9 ms | CPU µs/req | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in res["scenarios"].items():
         sat = e["sat"]
         ratio = f"{e['rps_ratio']:.2f}× {e['baseline']}" if e.get("rps_ratio") is not None else "—"
+        cpu_ratio = f"{e['cpu_ratio']:.2f}×" if e.get("cpu_ratio") is not None else "—"
         lines.append(f"| {name} | {e['title']} | {_num(sat['rps'])} ({_num(sat['rps_min'])}–{_num(sat['rps_max'])}) "
-                     f"| {ratio} | {_ms(sat['p50_us'])} / {_ms(sat['p99_us'])} / {_ms(sat['p999_us'])} "
+                     f"| {ratio} | {cpu_ratio} | {_ms(sat['p50_us'])} / {_ms(sat['p99_us'])} / {_ms(sat['p999_us'])} "
                      f"| {_num(sat['cpu_us_per_req'])} | {sat['non_2xx']} |")
     for rate in res.get("rates", []):
         lbl = rate["label"]
         lines += ["", f"## Fixed rate: {lbl} ({rate['rps']:,.0f} req/s offered)", "",
                   "| scenario | achieved req/s | p50 / p99 / p99.9 ms (corrected) | p99 uncorrected ms "
-                  "| generator lag p99 µs | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
+                  "| generator lag p50 / p99 µs | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
         for name, e in res["scenarios"].items():
             f = e["fixed"].get(lbl)
             if not f:
                 continue
             lines.append(f"| {name} | {_num(f['achieved_rps'])} | {_ms(f['p50_us'])} / {_ms(f['p99_us'])} / "
-                         f"{_ms(f['p999_us'])} | {_ms(f['uncorrected_p99_us'])} | {_num(f['gen_lag_p99_us'])} "
+                         f"{_ms(f['p999_us'])} | {_ms(f['uncorrected_p99_us'])} | {_num(f['gen_lag_p50_us'])} / {_num(f['gen_lag_p99_us'])} "
                          f"| {f['non_2xx']} |")
     lines += ["", "## Shadow work and memory", "",
               "| scenario | shadow jobs enqueued / completed / dropped | sink records written | RSS per process MiB "
@@ -88,6 +90,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", "## Targets (reported, not asserted)", "", "| target | value | goal | met |", "|---|---:|---:|---|"]
     for t in res["targets"]:
         val = "—" if t["value"] is None else f"{t['value']:.2f}"
+        if t.get("by_cpu") is not None:
+            val += f" (by CPU/req: {t['by_cpu']:.2f})"
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {val} | {t['cmp']} {t['goal']} | {met} |")
     if res["not_available"]:

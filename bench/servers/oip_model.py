@@ -1,8 +1,9 @@
 """The upstream for upstream-mode benchmarks: a lean OIP (KServe V2) model server.
 
 Raw ASGI + orjson + onnxruntime running the demo credit model, so the upstream is cheap and the
-proxy's (or nginx's) own cost stands out. Serves `POST /v2/models/{name}/infer`,
-`GET /v2/models/{name}` (metadata) and `GET /v2/health/{live,ready}` for any model name.
+proxy's (or nginx's) own cost stands out. Serves `POST /v2/models/{name}/infer`, `GET
+/v2/models/{name}` (metadata), `GET /v2/models/{name}/ready` and `GET /v2/health/{live,ready}`
+for any model name.
 The model file comes from $BENCH_ONNX_MODEL (default: the demo credit model, built at start).
 With BENCH_REPLY_204=1 it runs the model and answers 204 without a body: an nginx `mirror`
 target doing a shadow's work (nginx reads only the mirror's headers).
@@ -60,6 +61,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return await _reply(send, 200, b'{"ready":true}')
         if len(parts) == 3 and parts[:2] == ["v2", "models"]:
             return await _reply(send, 200, _metadata(parts[2]))
+        if len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "ready":
+            return await _reply(send, 200, orjson.dumps({"name": parts[2], "ready": True}))
         return await _reply(send, 404, b'{"error":"not found"}')
     if len(parts) != 4 or parts[3] != "infer":
         return await _reply(send, 404, b'{"error":"not found"}')
