@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 from mlflow import MlflowClient
 
 from gates.audit import AuditError, AuditLog
-from gates.registry import RegistryError, get_version, is_high_stakes
+from gates.registry import RegistryError, get_version, is_high_stakes, production_snapshot
 
 FAST_APPROVAL_S = 60.0
 
@@ -142,6 +142,7 @@ class Reviews:
             "data_version": mv.tags.get("gate.data_version"),
             "required_approvals": st.required_approvals,
             "supersedes_request_seq": st.request_seq,
+            "production": production_snapshot(self.client, name),
         })
         self._mirror(name, version, {"review.status": "requested", "review.requested_by": actor,
                                      "review.request_seq": str(rec["seq"]), "review.approvers": "",
@@ -178,12 +179,16 @@ class Reviews:
         elapsed = now - (st.requested_at or now)
         fast = elapsed < FAST_APPROVAL_S
         approvers = st.approvers + [actor]
+        mv = get_version(self.client, name, version)
         rec = self.audit.append("review.approve", actor, {
             "model": name, "version": int(version), "checklist": parsed, "note": note,
             "request_seq": st.request_seq, "requested_by": st.requested_by,
             "seconds_since_request": round(elapsed, 3), "fast_approval": fast,
             "approvals": len(approvers), "required_approvals": st.required_approvals,
             "high_stakes": st.required_approvals > 1,
+            "evaluation_sha256": mv.tags.get("gate.evaluation_sha256"),
+            "data_version": mv.tags.get("gate.data_version"),
+            "production": production_snapshot(self.client, name),
         })
         flags = st.flags + ([f"fast approval by {actor} ({elapsed:.0f}s after request)"] if fast else [])
         self._mirror(name, version, {
@@ -199,8 +204,12 @@ class Reviews:
         st = self.state(name, version)
         if st.status == "none":
             raise ReviewError(f"{name} v{version}: no review was requested")
+        mv = get_version(self.client, name, version)
         rec = self.audit.append("review.reject", actor, {
-            "model": name, "version": int(version), "reason": reason, "request_seq": st.request_seq})
+            "model": name, "version": int(version), "reason": reason, "request_seq": st.request_seq,
+            "evaluation_sha256": mv.tags.get("gate.evaluation_sha256"),
+            "data_version": mv.tags.get("gate.data_version"),
+            "production": production_snapshot(self.client, name)})
         self._mirror(name, version, {"review.status": "rejected", "review.rejected_by": actor})
         return rec
 

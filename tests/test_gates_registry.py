@@ -190,6 +190,9 @@ def test_production_replaces_archives_and_rolls_back(mlflow_client, model_name: 
     assert second_prod["production"]["version"] == 1  # production model at the time, with its metrics
     assert second_prod["production"]["metrics"]["accuracy.auc"] == pytest.approx(0.81)
     assert second_prod["reviewers"] == ["rita"]
+    approvals = [r["payload"] for r in audit.records() if r["kind"] == "review.approve"]
+    assert approvals[0]["production"] is None and approvals[1]["production"]["version"] == 1
+    assert approvals[1]["data_version"] and approvals[1]["evaluation_sha256"] == second_prod["evaluation_sha256"]
     assert promos[4]["payload"] == {**promos[4]["payload"], "from_version": 2, "to_version": 1,
                                     "reason": "declines spiked"}
     assert audit.verify().ok
