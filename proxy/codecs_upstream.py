@@ -75,6 +75,8 @@ def decode_oip_response(body: bytes) -> dict[str, np.ndarray]:
     outs = doc.get("outputs") if isinstance(doc, dict) else None
     if not isinstance(outs, list):
         raise UpstreamProtocolError("OIP infer answer has no 'outputs' list")
+    if not all(isinstance(t, dict) for t in outs):
+        raise UpstreamProtocolError("OIP infer answer: every output must be an object")
     return {t.get("name"): _tensor_from_oip(t) for t in outs}
 
 

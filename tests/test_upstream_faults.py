@@ -188,16 +188,23 @@ async def test_client_fault_4xx_passes_message_with_400_and_does_not_trip(loopba
         await b.close()
 
 
-async def test_malformed_answer_is_502(loopback_http):
+@pytest.mark.parametrize("answer,says", [
+    (b"<html>oops</html>", "not JSON"),
+    (b'{"outputs": [1, 2]}', "every output must be an object"),
+    (b'{"outputs": [{"name": "label", "datatype": "INT64", "shape": [3], "data": [1]}]}', "does not fit INT64 [3]"),
+    (b'{"outputs": [{"name": "label", "datatype": "INT3", "shape": [1], "data": [1]}]}', "unknown datatype"),
+    (b'{"predictions": [1]}', "no 'outputs' list"),
+])
+async def test_malformed_answer_is_502(loopback_http, answer: bytes, says: str):
     async def garbage(req: Received) -> tuple[int, bytes]:
-        return 200, b"<html>oops</html>"
+        return 200, answer
 
     srv = await loopback_http(oip_server(garbage))
     b = await started(srv.url)
     try:
         with pytest.raises(BackendError) as e:
             await b.infer({"features": X})
-        assert e.value.status == 502 and "not JSON" in str(e.value)
+        assert e.value.status == 502 and says in str(e.value) and srv.url in str(e.value)
     finally:
         await b.close()
 

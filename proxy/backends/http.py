@@ -151,7 +151,7 @@ class HttpBackend(Backend):
             raise self._status_error(status, answer)
         try:
             out = decode_oip_response(answer) if self.protocol == "oip" else decode_mlflow_response(answer, self.outputs)
-        except UpstreamProtocolError as err:
+        except (UpstreamProtocolError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise self._failure(BackendError(f"upstream {self.name} at {self.url} answered badly: {err}",
                                              status=502, upstream=self.url)) from None
         self.breaker.record_success()
