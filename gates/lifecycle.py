@@ -1,7 +1,8 @@
 """The model-version lifecycle None → Staging → Production → Archived, on aliases and tags.
 
 MLflow stages are deprecated, so the stage is the ``lifecycle.stage`` version tag and the
-``staging`` / ``production`` aliases point at the versions in those stages (one each). Rules:
+``production`` alias points at the one Production version and ``staging`` at the latest version
+promoted to Staging (several may wait there). Rules:
 
 - None → Staging needs a passing gate verdict (``gate.verdict == pass``);
 - the passing verdict must match the version's last ``gate.run`` record in the verified audit log
