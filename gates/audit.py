@@ -77,6 +77,11 @@ class AuditLog:
         with open(self.path, "a+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
+                f.seek(0, os.SEEK_END)
+                if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                    # A crash mid-write left a partial line; appending would fuse it with this record.
+                    raise AuditError(f"{self.path} ends with a partial record; inspect it with "
+                                     "`shadowlane audit verify` before appending")
                 last = _last_record(f, self.path)
                 record: dict[str, Any] = {
                     "seq": (last["seq"] + 1) if last else 1,

@@ -138,3 +138,15 @@ def test_data_version_changes_with_content(tmp_path: Path) -> None:
     assert v1 == data_version([a]) and v1.startswith("sha256:")
     a.write_text('{"x": 2}\n')
     assert data_version([a]) != v1
+
+
+def test_append_refuses_after_a_torn_write(tmp_path: Path) -> None:
+    from gates.audit import AuditError
+
+    log = _log(tmp_path, 2)
+    with open(log.path, "ab") as f:
+        f.write(b'{"seq": 3, "ts": 1')  # the process died mid-record
+    with pytest.raises(AuditError, match="partial record"):
+        log.append("promote", "ops", {})
+    res = log.verify()
+    assert not res.ok and res.problems[0].line == 3 and "not valid JSON" in res.problems[0].message
