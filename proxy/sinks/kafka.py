@@ -1,7 +1,9 @@
 """The production sink: shadow records to Kafka, with a local spill while the broker is away.
 
 Front door: `emit()` / `emit_request()` append to a bounded in-memory buffer (full: dropped and
-counted) and return. One background task owns everything else:
+counted) and return. Everything else runs on the sink's own thread with its own event loop, so
+batch building, murmur2 and gzip (aiokafka compresses at level 9, ~10 ms per 128 KiB batch)
+never run on the proxy's loop; zlib releases the GIL while it works. That thread's task:
 
 * **direct**: every `linger_ms` it takes the buffer, builds one record batch per partition
   (keyed by unit id, murmur2 like the Java client, `max_batch_bytes`, gzip or none), hands the
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ log = logging.getLogger("shadowlane.sink.kafka")
 SPILL_PREFIX = "spill"
 _NO_KEY = b"-"  # spill-line marker for a record without key (not in the base64 alphabet)
 _REPLAY_CHUNK = 5000  # spilled records per replay round; the buffer is drained in between
+_MAX_ROUND = 10_000  # records per produce round: bounds the work one acknowledgement waits for
 _PARTITION_CACHE_MAX = 100_000
 
 Item = tuple[str, "bytes | None", bytes]  # (topic, key, value)
@@ -74,7 +78,9 @@ class _RoundFailed(Exception):
 class KafkaSink:
     """Shadow records (and, in decoupled mode, request records) to Kafka; see the module doc.
 
-    `emit()` and `emit_request()` must be called on the event loop's thread.
+    `emit()` and `emit_request()` may be called from one thread at a time (the proxy's loop).
+    `stats` fields are plain numbers, updated by both threads (each field has one writer,
+    except `dropped`, which is locked).
     """
 
     def __init__(self, bootstrap_servers: str, *, topic: str = "shadowlane.shadow-records",
@@ -124,7 +130,12 @@ class KafkaSink:
         self._replay_pos = 0  # ... and how many of them the broker has acknowledged
         self._next_connect = 0.0
         self._down = False  # an outage was logged
-        self._task: asyncio.Task[None] | None = None
+        self._drop_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None  # lives on the sink's loop
+        self._stop_timeout_s = 5.0
+        self._started = threading.Event()
 
     @classmethod
     def from_config(cls, cfg: "KafkaSinkConfig") -> "KafkaSink":
@@ -141,7 +152,7 @@ class KafkaSink:
         self.stats.emitted += 1
         buf = self._buf
         if len(buf) >= self._max_buffered or len(record) > self._max_record:
-            self.stats.dropped += 1
+            self._drop(1)
             return
         if not buf:
             self._buf_since = time.monotonic()
@@ -152,7 +163,7 @@ class KafkaSink:
         self.stats.emitted += 1
         buf = self._buf
         if len(buf) >= self._max_buffered or len(record) > self._max_record:
-            self.stats.dropped += 1
+            self._drop(1)
             return
         if not buf:
             self._buf_since = time.monotonic()
@@ -169,9 +180,9 @@ class KafkaSink:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the background task. Never waits for the broker: a broker that is down at
-        start is the same as one that goes down later (records spill)."""
-        if self._task is not None:
+        """Start the sink's thread. Never waits for the broker: a broker that is down at start
+        is the same as one that goes down later (records spill)."""
+        if self._thread is not None:
             return
         self._spill_dir.mkdir(parents=True, exist_ok=True)
         # A crash can leave an `.open` segment behind: seal it first so it replays in order.
@@ -186,40 +197,74 @@ class KafkaSink:
             self._spill_since = time.monotonic()
             log.info("replaying %d spill segments (%d bytes) left in %s",
                      len(existing), self.stats.spill_bytes, self._spill_dir)
-        self._task = asyncio.create_task(self._run(), name="shadowlane-kafka-sink")
-        self._task.add_done_callback(self._task_done)
+        self._started.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="shadowlane-kafka-sink", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._started.wait, 10)
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Let the task produce what is buffered within `timeout_s` (if the broker is there);
-        whatever is left goes to the spill, replayed by the next start. Then close the
-        producer, bounded. Idempotent."""
-        if self._task is None:
+        """Produce what is buffered within `timeout_s` (if the broker is there); whatever is
+        left goes to the spill, replayed by the next start. Then close the producer, bounded.
+        Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        deadline = time.monotonic() + timeout_s
+        self._stop_timeout_s = timeout_s
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop already closed
+                pass
+        await asyncio.to_thread(thread.join, timeout_s + 5)
+        if thread.is_alive():  # every broker call is bounded, so this is a bug: say so
+            log.error("kafka sink thread did not stop within %.1fs; %d buffered records abandoned",
+                      timeout_s + 5, len(self._buf))
+
+    def _drop(self, n: int) -> None:
+        with self._drop_lock:
+            self.stats.dropped += n
+
+    # -- the sink's thread -----------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            # Abandoned producers may leave tasks behind; give them a moment, never wait on them.
+            rest = asyncio.all_tasks(loop)
+            for task in rest:
+                task.cancel()
+            if rest:
+                loop.run_until_complete(asyncio.wait(rest, timeout=1.0))
+            loop.close()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._started.set()
+        task = asyncio.create_task(self._run(), name="shadowlane-kafka-sink")
+        await self._stop_event.wait()
+        deadline = time.monotonic() + self._stop_timeout_s
         while ((self._buf or self._inflight) and not self._spill_pending() and not self._down
-               and not self._task.done() and time.monotonic() < deadline):
+               and not task.done() and time.monotonic() < deadline):
             await asyncio.sleep(self._linger_s)
-        task, self._task = self._task, None
         task.cancel()
         try:
             await task
         except asyncio.CancelledError:
             pass
+        except Exception:
+            log.exception("kafka sink task failed")
         # A round cut short by the cancel may or may not have reached the broker: keep it.
         self._spill_items(self._take_inflight())
-        self._spill_items(self._take_buffer())
+        self._spill_items(self._take_buffer(None))
         if self._spill is not None:
             self._spill.close()
             self._spill = None
         await self._discard_producer(max(0.1, deadline - time.monotonic()))
         self._update_lag()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("kafka sink task died; records will only be counted as dropped",
-                      exc_info=task.exception())
-
-    # -- the background task ---------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
@@ -231,7 +276,7 @@ class KafkaSink:
             except Exception:  # a bug must not kill the sink: log, spill, carry on
                 log.exception("kafka sink round failed unexpectedly")
                 self._spill_items(self._take_inflight())
-                self._spill_items(self._take_buffer())
+                self._spill_items(self._take_buffer(None))
                 await self._discard_producer(self._timeout_s)
             self._update_lag()
 
@@ -260,12 +305,12 @@ class KafkaSink:
         items, self._inflight = self._inflight, []
         return items
 
-    def _take_buffer(self) -> list[Item]:
-        items = list(self._buf)
-        self._buf.clear()
-        self._inflight_since = self._buf_since
-        self._buf_since = None
-        return items
+    def _take_buffer(self, limit: int | None = _MAX_ROUND) -> list[Item]:
+        # popleft, not copy-and-clear: emit() may append from the other thread meanwhile.
+        self._inflight_since, self._buf_since = self._buf_since, None
+        buf = self._buf
+        n = len(buf) if limit is None else min(len(buf), limit)
+        return [buf.popleft() for _ in range(n)]
 
     # -- producer --------------------------------------------------------------------------------
 
@@ -418,18 +463,18 @@ class KafkaSink:
         if not items:
             return
         if self._spill is None:  # stopped: nowhere to keep them
-            self.stats.dropped += len(items)
+            self._drop(len(items))
             return
         room = self._spill_max - self.stats.spill_bytes
         lines: list[bytes] = []
         size = 0
         for topic, key, value in items:
             if b"\n" in value:
-                self.stats.dropped += 1  # would corrupt the line format; encoders never do this
+                self._drop(1)  # would corrupt the line format; encoders never do this
                 continue
             line = b"%s\t%s\t%s" % (topic.encode(), _NO_KEY if key is None else base64.b64encode(key), value)
             if size + len(line) + 1 > room:
-                self.stats.dropped += 1
+                self._drop(1)
                 continue
             lines.append(line)
             size += len(line) + 1
@@ -438,7 +483,7 @@ class KafkaSink:
         try:
             written = self._spill.write_many(lines)
         except OSError as err:
-            self.stats.dropped += len(lines)
+            self._drop(len(lines))
             log.error("spill write to %s failed, %d records dropped: %s", self._spill_dir, len(lines), err)
             return
         if self._spill_since is None:
@@ -465,7 +510,7 @@ class KafkaSink:
         lines = data.split(b"\n")
         torn = lines.pop()
         if torn:
-            self.stats.dropped += 1
+            self._drop(1)
         self._replay_path, self._replay_lines, self._replay_pos = path, lines, 0
         return True
 
@@ -480,7 +525,7 @@ class KafkaSink:
                 topic, key, value = line.split(b"\t", 2)
                 items.append((topic.decode(), None if key == _NO_KEY else base64.b64decode(key), value))
             except ValueError:
-                self.stats.dropped += 1
+                self._drop(1)
                 log.error("unreadable spill line in %s dropped", self._replay_path)
         sent = await self._send(items, self._timeout_s)  # _RoundFailed: retried from the same place
         self.stats.written += sent
