@@ -91,6 +91,14 @@ async def test_shadow_upstream_down_stays_off_the_champion_path(down_url: str, o
                 r = await c.post("/v2/models/credit/infer", json=oip_body(X), headers={"x-request-id": f"sd-{i}"})
                 assert r.status_code == 200
             assert (await c.get("/v2/health/ready")).status_code == 200  # only champions count
+            for _ in range(100):  # shadows run after the responses: wait until all three are counted
+                metrics = (await c.get("/metrics")).text
+                failed = [line for line in metrics.splitlines()
+                          if line.startswith("shadowlane_shadow_failed_total{") and 'reason="error"' in line]
+                if failed and float(failed[0].rsplit(" ", 1)[1]) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert failed and float(failed[0].rsplit(" ", 1)[1]) == 3, failed
     finally:
         await asyncio.to_thread(proxy.stop)
     recs = {r["request_id"]: r for r in map(decode, read_lines(tmp_path / "log"))}
