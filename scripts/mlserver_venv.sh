@@ -7,7 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV="$ROOT/.venv-mlserver"
-PY=${PYTHON:-python3}
+# Same interpreter as the project's .venv (what setup.sh used), else python3.
+BASE=$("$ROOT/.venv/bin/python" -c 'import sys; print(sys._base_executable)' 2>/dev/null || true)
+PY=${PYTHON:-${BASE:-python3}}
 if [ -x "$VENV/bin/mlserver" ] && [ -f "$VENV/.complete" ]; then echo "$VENV/bin/python"; exit 0; fi
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
