@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException

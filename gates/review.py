@@ -15,7 +15,6 @@ Rules enforced here:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 

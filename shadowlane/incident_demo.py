@@ -162,7 +162,7 @@ def main(argv: list[str]) -> int:
         "endpoints": {"credit": {"champion": "champion",
                                  "shadows": [{"model": "candidate", "fraction": 1.0, "timeout_ms": 1000}]}},
     }
-    from shadowlane.demo import _free_port, _wait_ready
+    from shadowlane.demo import _free_port
 
     port = _free_port()
     deploy["server"]["port"] = port

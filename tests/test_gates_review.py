@@ -12,7 +12,7 @@ from gates.audit import AuditError, AuditLog
 from gates.cli import promote_main, review_main
 from gates.lifecycle import Lifecycle, PromotionError
 from gates.registry import record_gate_results
-from gates.review import CHECKLIST, FAST_APPROVAL_S, ReviewError, Reviews
+from gates.review import CHECKLIST, FAST_APPROVAL_S, ReviewError
 from tests.fixtures.mlflow import evaluation_dict, register_credit
 
 YES = {k: "yes" for k in CHECKLIST}
