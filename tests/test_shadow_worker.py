@@ -123,3 +123,31 @@ async def test_two_workers_in_one_group_give_each_shadow_record_once(
         assert np.allclose(rec["shadow"]["outputs"]["probabilities"], expected, atol=1e-6)
     processed = [int(log.split("processed=")[1].split()[0]) for log in logs]
     assert all(p > 0 for p in processed) and sum(processed) >= n, f"both members worked: {processed}"
+
+
+async def test_worker_records_model_failures_and_skips_what_it_cannot_use(onnx_models, tmp_path):
+    """No broker needed: what one request record turns into."""
+    from proxy.config import parse_config
+    from proxy.shadow_worker import ShadowWorker
+    from shadowlane.record import encode_request
+
+    cfg = parse_config(kafka_config(onnx_models, tmp_path, "127.0.0.1:1", "t", mode="decoupled"))
+    worker = ShadowWorker(cfg)
+    await worker.start_models()
+    side = {"model": "credit-risk", "version": 1, "variant": "champion", "status": "ok", "latency_ms": 0.1,
+            "outputs": {"label": [0]}, "error": None}
+    req = {"v": 1, "ts": 1.0, "request_id": "r1", "unit_id": "u1", "endpoint": "credit", "protocol": "oip",
+           "rows": 1, "champion": side, "shadows": ["credit-v2"],
+           "inputs": {"features": tensor(np.zeros((1, 3), np.float32))},  # the model wants 10 columns
+           "features_hash": "xxh3:0000000000000000", "features": None, "attributes": {}}
+    jsonschema.validate(decode_request(encode_request(req)), request_json_schema())  # type: ignore[arg-type]
+    (value, key), = await worker._handle(encode_request(req))  # type: ignore[arg-type]
+    rec = decode(value)
+    jsonschema.validate(rec, json_schema())
+    assert key == b"u1" and rec["shadow"]["status"] == "error" and "credit-risk v2" in rec["shadow"]["error"]
+    assert rec["champion"] == side and rec["request_id"] == "r1"
+
+    assert await worker._handle(b"not json") == []
+    unknown = {**req, "shadows": ["credit-v9"]}
+    assert await worker._handle(encode_request(unknown)) == []  # type: ignore[arg-type]
+    assert (worker.processed, worker.skipped) == (2, 2)
