@@ -120,13 +120,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dir", default="shadowlane-demo", help="working directory (models, config, shadow log)")
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--users", type=int, default=800)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seed", type=int, default=2026)
     args, rest = p.parse_known_args(argv)
     if args.scenario == "incident":
         from shadowlane.incident_demo import main as incident_main  # imports gates/ (offline tools)
 
-        return int(incident_main([*rest, "--dir", args.dir]) or 0)
+        return int(incident_main([*rest, "--dir", args.dir, "--requests", str(args.requests),
+                                  "--concurrency", str(args.concurrency), "--seed", str(args.seed)]) or 0)
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
 
