@@ -14,7 +14,8 @@ rate. "added" = target p50/p99 minus direct's at the same rate. Target of issue 
 added p50 ≤ 2× nginx's added p50.
 
     scripts/install_bench_tools.sh      # nginx from Debian, once
-    .venv/bin/python bench/upstream_overhead.py [--rates 200 1000 2000] [--seconds 5]
+    .venv/bin/python bench/upstream_overhead.py [--rates 200 500 1000] [--seconds 4] [--rounds 3]
+    .venv/bin/python bench/upstream_overhead.py --sequential 1000 --lean   # one request at a time
 """
 
 from __future__ import annotations
@@ -157,6 +158,30 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+async def sequential(targets: dict[str, tuple[int, int | None]], n: int, rounds: int) -> None:
+    """One request at a time, `n` per target per round, interleaved: the pure added latency."""
+    body = encode_oip_request({"features": synth_applicants(1, np.random.default_rng(2))})
+    clients = {k: UpstreamClient(f"http://127.0.0.1:{p}", max_connections=1) for k, (p, _) in targets.items()}
+    lat: dict[str, list[float]] = {k: [] for k in targets}
+    for rnd in range(rounds + 1):
+        for k, c in clients.items():
+            for _ in range(n):
+                t = time.perf_counter()
+                status, _ = await c.request("POST", PATH, body, HEADERS)
+                if rnd:  # round 0 warms up
+                    lat[k].append(time.perf_counter() - t)
+                if status != 200:
+                    raise RuntimeError(f"{k} answered {status}")
+    d50 = np.percentile(lat["direct"], 50) * 1e3
+    print(f"\nsequential (1 in flight), {n} x {rounds} requests per target, interleaved (ms):")
+    print(f"{'target':18s} {'p50':>7s} {'p90':>7s} {'p99':>7s} {'+p50':>7s}")
+    for k, v in lat.items():
+        p50, p90, p99 = np.percentile(v, [50, 90, 99]) * 1e3
+        print(f"{k:18s} {p50:7.3f} {p90:7.3f} {p99:7.3f} {p50 - d50:+7.3f}")
+    for c in clients.values():
+        await c.close()
+
+
 Cell = tuple[float, float, int, float]  # p50 ms, p99 ms, errors, CPU µs/req of the middle box
 
 
@@ -182,9 +207,13 @@ async def measure(targets: dict[str, tuple[int, int | None]], rates: list[float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="added latency of shadowlane vs nginx in front of a model server")
-    ap.add_argument("--rates", type=float, nargs="+", default=[200, 1000, 2000])
+    ap.add_argument("--rates", type=float, nargs="+", default=[200, 500, 1000])
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are reported")
+    ap.add_argument("--lean", action="store_true",
+                    help="add bench/lean_forwarder.py, the floor for a Python proxy, as a target")
+    ap.add_argument("--sequential", type=int, metavar="N", default=0,
+                    help="instead: closed loop, one request in flight, N requests per target per round")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally: stop the servers
     work = Path(tempfile.mkdtemp(prefix="upstream-overhead-"))
@@ -197,12 +226,22 @@ def main() -> None:
         procs += [sl, sls]
         targets: dict[str, tuple[int, int | None]] = {
             "direct": (up, None), "shadowlane": (sl_port, sl.pid), "shadowlane+shadow": (sls_port, sls.pid)}
+        if args.lean:
+            lean_port = free_port()
+            lean = subprocess.Popen(pinned([sys.executable, str(ROOT / "bench" / "lean_forwarder.py"),
+                                            str(lean_port), f"http://127.0.0.1:{up}"], 1))
+            procs.append(lean)
+            wait_port(lean_port, lean)
+            targets["python-lean-fwd"] = (lean_port, lean.pid)
         ng, ng_plain, ng_mirror = start_nginx(work, up, up2)
         if ng is not None:
             procs.append(ng)
             targets |= {"nginx": (ng_plain, ng.pid), "nginx+mirror": (ng_mirror, ng.pid)}
         import uvloop
 
+        if args.sequential:
+            uvloop.run(sequential(targets, args.sequential, args.rounds))
+            return
         cells = uvloop.run(measure(targets, args.rates, args.seconds, args.rounds))
         res = {k: tuple(float(np.median(col)) for col in zip(*v)) for k, v in cells.items()}
     finally:
