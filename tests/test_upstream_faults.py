@@ -12,39 +12,9 @@ import pytest
 from proxy.backends.base import BackendError
 from proxy.backends.breaker import CircuitBreaker
 from proxy.backends.http import HttpBackend
-from tests.fixtures.upstreams import Received, http_backend_config
+from tests.fixtures.upstreams import OIP_CREDIT_METADATA, Received, http_backend_config, oip_answer, oip_server
 
-META = orjson.dumps({"name": "credit", "platform": "onnx_onnxv1",
-                     "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 10]}],
-                     "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]},
-                                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]})
 X = np.arange(20, dtype=np.float32).reshape(2, 10)
-
-
-def oip_answer(req: Received) -> bytes:
-    doc = orjson.loads(req.body)
-    n = doc["inputs"][0]["shape"][0]
-    out = {"model_name": "credit", "outputs": [
-        {"name": "label", "datatype": "INT64", "shape": [n], "data": [1] * n},
-        {"name": "probabilities", "datatype": "FP32", "shape": [n, 2], "data": [0.25, 0.75] * n}]}
-    if "id" in doc:
-        out["id"] = doc["id"]
-    return orjson.dumps(out)
-
-
-def oip_server(on_infer=None):
-    """A handler speaking OIP for model `credit`; `on_infer` may override the infer answer."""
-    async def handle(req: Received) -> tuple[int, bytes]:
-        if req.method == "GET" and req.path == "/v2/models/credit":
-            return 200, META
-        if req.method == "GET" and req.path.endswith("/ready"):
-            return 200, b""
-        if req.method == "POST" and req.path == "/v2/models/credit/infer":
-            if on_infer is not None:
-                return await on_infer(req)
-            return 200, oip_answer(req)
-        return 404, b'{"error": "no such model"}'
-    return handle
 
 
 async def started(url: str, **kw) -> HttpBackend:
@@ -221,7 +191,7 @@ async def test_unknown_model_upstream_fails_start(loopback_http):
 async def test_remote_model_name_and_version_in_paths(loopback_http):
     async def handle(req: Received) -> tuple[int, bytes]:
         if req.path == "/v2/models/credit/versions/7":
-            return 200, META
+            return 200, OIP_CREDIT_METADATA
         if req.path == "/v2/models/credit/versions/7/ready":
             return 200, b""
         if req.path == "/v2/models/credit/versions/7/infer":

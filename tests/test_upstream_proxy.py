@@ -14,8 +14,7 @@ from shadowlane.demo_models import synth_applicants
 from shadowlane.record import decode
 from shadowlane.segments import read_lines
 from tests.fixtures.proxy import base_config, oip_body, start_proxy
-from tests.fixtures.upstreams import Received
-from tests.test_upstream_faults import oip_server
+from tests.fixtures.upstreams import Received, oip_answer, oip_server
 
 X = synth_applicants(2, np.random.default_rng(9))
 
@@ -25,8 +24,6 @@ async def test_champion_upstream_faults_and_readiness(loopback_http, onnx_models
     mode = "ok"
 
     async def infer(req: Received) -> tuple[int, bytes]:
-        from tests.test_upstream_faults import oip_answer
-
         if mode == "stall":
             await asyncio.sleep(5)
         if mode == "500":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -241,8 +241,3 @@ class HttpBackend(Backend):
         # Rows of several requests may be sent as one call only when every input has a free
         # batch dimension (known from metadata, the config override, or a first answer).
         self.batchable = bool(self.inputs) and all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs)
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["upstream"] = {"url": self.url, "protocol": self.protocol, "breaker": self.breaker.state}
-        return meta
