@@ -295,3 +295,43 @@ def test_breaker_states_with_a_clock():
     assert br.allow()
     br.record_success()
     assert br.state == "closed" and br.allow() and br.allow()
+
+
+async def test_client_reads_chunked_and_connection_close_answers():
+    """Real servers answer chunked (streaming frameworks) or close after one answer; both parse."""
+    from proxy.upstream_client import UpstreamClient
+
+    answer = b'{"outputs": [{"name": "y", "datatype": "INT64", "shape": [2], "data": [4, 5]}]}'
+    served = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            served += 1
+            if served % 2:
+                half = len(answer) // 2
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                             + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, answer[:half], len(answer) - half, answer[half:]))
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+                break
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    client = UpstreamClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", timeout_s=2)
+    try:
+        for _ in range(4):
+            status, body = await client.request("POST", "/x", b"{}")
+            assert status == 200 and body == answer
+        assert served == 4
+    finally:
+        await client.close()
+        server.close()
