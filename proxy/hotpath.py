@@ -118,7 +118,10 @@ class HotPath:
             else:
                 feeds = decode_mlflow(req, backend.inputs, endpoint.feature_names)
             tc = time.perf_counter()
-            outputs = backend.predict(feeds) if backend.sync else await backend.infer(feeds)
+            if backend.sync:
+                outputs = backend.predict(feeds)
+            else:  # remote: trace headers and the request id travel on (docs/upstreams.md)
+                outputs = await backend.infer(feeds, headers=scope["headers"], request_id=request_id)
             champion_s = time.perf_counter() - tc
             if protocol == "oip":
                 out = encode_oip(name, str(backend.version), req.get("id"), outputs, only)

@@ -104,3 +104,26 @@ async def test_shadow_upstream_down_stays_off_the_champion_path(down_url: str, o
         assert rec["champion"]["status"] == "ok"
         assert rec["shadow"]["status"] == "error" and rec["shadow"]["outputs"] is None
         assert down_url in rec["shadow"]["error"]
+
+
+async def test_trace_headers_pass_through_the_proxy(loopback_http, onnx_models: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """x-request-id and W3C trace context reach the champion upstream; credentials do not."""
+    srv = await loopback_http(oip_server())
+    cfg = base_config(onnx_models, tmp_path / "log")
+    cfg["models"]["credit-v1"]["backend"] = {"type": "http", "url": srv.url, "remote_model": "credit"}
+    proxy = await asyncio.to_thread(start_proxy, cfg, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as c:
+            tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            r = await c.post("/v2/models/credit/infer", json=oip_body(X), headers={
+                "traceparent": tp, "x-request-id": "trace-me", "authorization": "Bearer secret"})
+            assert r.status_code == 200
+            seen = [q.headers for q in srv.received if q.path.endswith("/infer")][-1]
+            assert seen["traceparent"] == tp and seen["x-request-id"] == "trace-me"
+            assert "authorization" not in seen
+            r = await c.post("/v2/models/credit/infer", json=oip_body(X))  # no id from the client
+            seen = [q.headers for q in srv.received if q.path.endswith("/infer")][-1]
+            assert seen["x-request-id"] == r.headers["x-request-id"]
+    finally:
+        await asyncio.to_thread(proxy.stop)

@@ -49,7 +49,9 @@ class Backend:
     def predict(self, feeds: Feeds) -> Outputs:
         raise NotImplementedError
 
-    async def infer(self, feeds: Feeds) -> Outputs:
+    async def infer(self, feeds: Feeds, *, headers: Any = None, request_id: str | None = None) -> Outputs:
+        """`headers` (the client's, as an ASGI header list) and `request_id` are for backends that
+        forward them (tracing); in-process backends ignore them."""
         return self.predict(feeds)
 
     async def start(self) -> None:
