@@ -27,9 +27,17 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     if n_pos == 0 or n_neg == 0:
         return math.nan
     order = np.argsort(s, kind="quicksort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    del order
+    return roc_auc_sorted(y[order], s[order])
+
+
+def roc_auc_sorted(y_sorted: np.ndarray, s_sorted: np.ndarray) -> float:
+    """`roc_auc` of labels and scores already in ascending score order (no sort: subsets of one
+    sorted array, e.g. per group, stay sorted)."""
+    y_sorted = np.asarray(y_sorted).astype(bool, copy=False)
+    n_pos = int(np.count_nonzero(y_sorted))
+    n_neg = y_sorted.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
     # Tie groups of equal scores: a positive beats every negative in lower groups and half-beats
     # the negatives of its own group (the Mann-Whitney U statistic).
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
@@ -48,8 +56,11 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     `method="asymp"` one (`kstwo` at n*m/(n+m)) up to an effective size of 100,000; beyond, where
     `kstwo` costs ~0.3 s a call and agrees to ~1e-3, the Kolmogorov limit `kstwobign`.
     """
-    a = np.sort(np.asarray(a, dtype=np.float64))
-    b = np.sort(np.asarray(b, dtype=np.float64))
+    return ks_sorted(np.sort(np.asarray(a, dtype=np.float64)), np.sort(np.asarray(b, dtype=np.float64)))
+
+
+def ks_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """`ks_statistic` of two samples already sorted ascending."""
     n, m = a.size, b.size
     if n == 0 or m == 0:
         return math.nan, math.nan
@@ -88,6 +99,12 @@ def bin_counts(x: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
     x = x[~np.isnan(x)]
     idx = np.searchsorted(np.asarray(inner_edges, dtype=np.float64), x, side="right")
     return np.bincount(idx, minlength=len(inner_edges) + 1)
+
+
+def sorted_bin_counts(x_sorted: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
+    """`bin_counts` of an ascending array without NaN, by bisecting the edges into it."""
+    cuts = np.searchsorted(x_sorted, np.asarray(inner_edges, dtype=np.float64), side="left")
+    return np.diff(np.r_[0, cuts, x_sorted.size])
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = PSI_EPS) -> float:

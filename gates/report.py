@@ -95,7 +95,7 @@ def _plots(ev: Evaluation, scores: tuple[np.ndarray, np.ndarray] | None) -> list
         axes[0].bar(x - 0.2, [groups[n]["approval_champion"] for n in names], 0.4, label="champion")
         axes[0].bar(x + 0.2, [groups[n]["approval_candidate"] for n in names], 0.4, label="candidate")
         axes[0].set_title("approval rate per group")
-        axes[0].legend()
+        axes[0].legend(loc="lower left", fontsize="small")
         auc_c = [_nan0(groups[n].get("auc_champion")) for n in names]
         auc_s = [_nan0(groups[n].get("auc_candidate")) for n in names]
         axes[1].bar(x - 0.2, auc_c, 0.4, label="champion")

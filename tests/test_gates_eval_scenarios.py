@@ -257,3 +257,20 @@ def test_json_round_trip_is_plain_json(tmp_path, traffic, labels_file, stats):
         "accuracy": True, "latency": True, "fairness": False, "drift": True, "schema": True}
     assert data["metrics"]["candidate"]["auc"] == ev.gate("accuracy").values["auc_candidate"]
     assert data["data_version"].startswith("xxh3:")
+
+
+def test_per_segment_figures_equal_sklearn_and_scipy(tmp_path, traffic, labels_file, stats):
+    from scipy.stats import ks_2samp
+
+    ev = run(tmp_path, traffic, labels_file, stats, BIASED)
+    cs, ss = scores(CHAMPION, traffic), scores(BIASED, traffic)
+    for seg in ("consumer", "small_business"):
+        sel = traffic.segment == seg
+        d = ev.divergence["segments"]["segment"][seg]
+        assert d["pairs"] == sel.sum()
+        assert d["ks"] == pytest.approx(ks_2samp(cs[sel], ss[sel]).statistic, abs=1e-12)
+        assert d["agreement_rate"] == pytest.approx(np.mean((cs[sel] > 0.5) == (ss[sel] > 0.5)))
+        assert d["p99_abs_diff"] == pytest.approx(np.percentile(np.abs(ss[sel] - cs[sel]), 99))
+        g = ev.gate("fairness").values["groups"][seg]
+        assert g["auc_candidate"] == pytest.approx(roc_auc_score(traffic.outcome[sel], ss[sel]), abs=1e-12)
+        assert g["auc_champion"] == pytest.approx(roc_auc_score(traffic.outcome[sel], cs[sel]), abs=1e-12)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gates.checks.base import GateContext, GateResult, fmt
-from gates.metrics import roc_auc
+from gates.metrics import roc_auc_sorted
 
 
 class FairnessGate:
@@ -41,6 +41,8 @@ class FairnessGate:
         cand_by = np.bincount(c_codes + 1, weights=cand_ok, minlength=len(cats) + 1)
         champ_by = np.bincount(c_codes + 1, weights=champ_ok, minlength=len(cats) + 1)
         l_codes = codes[lab]
+        orders = {side: ctx.labelled_sorted(side) for side in ("shadow", "champion")}
+        group_of = {side: l_codes[o] for side, (o, _, _) in orders.items()}
         for i, name in enumerate(["<missing>"] + cats):
             n = int(n_by[i])
             if n == 0:
@@ -52,12 +54,13 @@ class FairnessGate:
             g: dict[str, Any] = {"rows": n, "approval_candidate": a_cand, "approval_champion": a_champ,
                                  "approval_ratio": approval_ratio, "decline_ratio": decline_ratio,
                                  "judged": n >= cfg.min_group_rows}
-            gm = lab.copy()
-            gm[lab] = l_codes == i - 1
-            y = rows.label[gm]
+            auc = {}
+            for side, (_, y_sorted, s_sorted) in orders.items():
+                sel = group_of[side] == i - 1
+                y = y_sorted[sel]
+                auc[side] = roc_auc_sorted(y, s_sorted[sel])
             g["labelled"] = int(y.size)
-            g["auc_candidate"] = roc_auc(y, rows.shadow_score[gm])
-            g["auc_champion"] = roc_auc(y, rows.champion_score[gm])
+            g["auc_candidate"], g["auc_champion"] = auc["shadow"], auc["champion"]
             g["auc_gap"] = abs(g["auc_candidate"] - overall_auc)
             groups[name] = g
             if not g["judged"]:
