@@ -144,8 +144,9 @@ class RssSampler:
 
 
 def rss_summary(server: Server) -> list[dict[str, float]]:
-    """Per process: RSS in MiB at the first and last sample, the max, and the growth between
-    the first and last third of the run (flat memory shows ~0)."""
+    """Per process: RSS in MiB at the first and last sample, the max, and the growth from the
+    middle third to the last third of the run (the first third is warm-up: buffers, allocator
+    pools and caches fill; memory that is flat after that shows ~0)."""
     by_pid: dict[int, list[tuple[float, int]]] = {}
     for t, pid, rss in server.rss_samples:
         by_pid.setdefault(pid, []).append((t, rss))
@@ -155,7 +156,8 @@ def rss_summary(server: Server) -> list[dict[str, float]]:
             continue
         mib = [r / 2**20 for _, r in samples]
         third = max(1, len(mib) // 3)
-        first, last = sum(mib[:third]) / third, sum(mib[-third:]) / third
+        middle = mib[third:2 * third] or mib[:third]
+        first, last = sum(middle) / len(middle), sum(mib[-third:]) / third
         out.append({"pid": pid, "samples": len(mib), "first_mib": round(mib[0], 1), "last_mib": round(mib[-1], 1),
                     "max_mib": round(max(mib), 1), "growth_mib": round(last - first, 1)})
     return out

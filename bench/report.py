@@ -36,13 +36,16 @@ def markdown(res: dict[str, Any]) -> str:
         f"{s['warm_s']:g} s warm-up + {s['fixed_s']:g} s measured. {s['reps']} repetitions, scenarios interleaved "
         f"(order rotated each repetition); medians shown; ratios are medians of per-repetition ratios to the "
         f"baseline measured in the same repetition. CPU µs/req = user+sys CPU of the scenario's server processes "
-        f"during the measured saturation run / requests. Took {res['elapsed_s']:.0f} s.",
+        f"during the measured saturation run / requests (robust to other tenants); 'core share' is the "
+        f"fraction of CPU 0 the scenario's servers used during that run — 1.0 = it had the core, less = a "
+        f"neighbour took part of it. "
+        f"Took {res['elapsed_s']:.0f} s.",
         "",
         "## Saturation",
         "",
         "| scenario | what | req/s (median, min–max) | × baseline req/s | × baseline by CPU/req "
-        "| p50 / p99 / p99.9 ms | CPU µs/req | non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| p50 / p99 / p99.9 ms | CPU µs/req | core share | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in res["scenarios"].items():
         sat = e["sat"]
@@ -50,7 +53,7 @@ def markdown(res: dict[str, Any]) -> str:
         cpu_ratio = f"{e['cpu_ratio']:.2f}×" if e.get("cpu_ratio") is not None else "—"
         lines.append(f"| {name} | {e['title']} | {_num(sat['rps'])} ({_num(sat['rps_min'])}–{_num(sat['rps_max'])}) "
                      f"| {ratio} | {cpu_ratio} | {_ms(sat['p50_us'])} / {_ms(sat['p99_us'])} / {_ms(sat['p999_us'])} "
-                     f"| {_num(sat['cpu_us_per_req'])} | {sat['non_2xx']} |")
+                     f"| {_num(sat['cpu_us_per_req'])} | {_num(sat.get('cpu_share'), '{:.2f}')} | {sat['non_2xx']} |")
     for rate in res.get("rates", []):
         lbl = rate["label"]
         lines += ["", f"## Fixed rate: {lbl} ({rate['rps']:,.0f} req/s offered)", "",
@@ -65,7 +68,7 @@ def markdown(res: dict[str, Any]) -> str:
                          f"| {f['non_2xx']} |")
     lines += ["", "## Shadow work and memory", "",
               "| scenario | shadow jobs enqueued / completed / dropped | sink records written | RSS per process MiB "
-              "(first → last, growth over the run) |", "|---|---:|---:|---|"]
+              "(first → last, growth from the middle to the last third of the run) |", "|---|---:|---:|---|"]
     for name, e in res["scenarios"].items():
         c = e.get("counters") or {}
         shadow = (f"{c.get('shadowlane_shadow_enqueued_total', 0):,.0f} / {c.get('shadowlane_shadow_completed_total', 0):,.0f}"

@@ -199,16 +199,22 @@ def run_suite(scenarios: list[Scenario], settings: Settings, *, log=print) -> di
                     c0 = _cpu(servers)
                     r = wrk.run(target.port, duration_s=settings.sat_s,
                                                      connections=settings.connections)
-                    r["cpu_us_per_req"] = (_cpu(servers) - c0) / max(1, r["requests"]) * 1e6
+                    cpu = _cpu(servers) - c0
+                    r["cpu_us_per_req"] = cpu / max(1, r["requests"]) * 1e6
+                    # Share of the server core the scenario got: well below 1 means other
+                    # tenants of the machine took the rest, and req/s understates it.
+                    r["cpu_share"] = cpu / (r["duration_us"] / 1e6)
                     r["rep"] = rep
                     data[sc.name]["sat"].append(r)
                     log(f"[sat rep {rep + 1}/{settings.reps}] {sc.name:26s} {r['rps']:9.0f} req/s  "
                         f"p50 {r['p50_us'] / 1000:6.2f} ms  p99 {r['p99_us'] / 1000:6.2f} ms  "
-                        f"CPU {r['cpu_us_per_req']:6.0f} µs/req  non-2xx {r['non_2xx']}")
+                        f"CPU {r['cpu_us_per_req']:6.0f} µs/req (share {r['cpu_share']:.2f})  non-2xx {r['non_2xx']}")
                     time.sleep(settings.settle_s)
             # ---- fixed rates, interleaved
+            # Half of the *lowest* saturation figure of the reference: on a shared machine the
+            # median can be a rate the server cannot hold while a neighbour takes its core.
             ref = data.get(settings.reference)
-            ref_rps = _median([r["rps"] for r in ref["sat"]]) if ref else None
+            ref_rps = min(r["rps"] for r in ref["sat"]) if ref and ref["sat"] else None
             rates: list[tuple[str, float]] = []
             for spec in settings.rates:
                 if spec == "half":
@@ -243,7 +249,7 @@ def run_suite(scenarios: list[Scenario], settings: Settings, *, log=print) -> di
         d = data[sc.name]
         entry: dict[str, Any] = {"title": sc.title, "group": sc.group, "baseline": sc.baseline, "runs": d}
         entry["sat"] = {k: _median([r[k] for r in d["sat"]])
-                        for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req")}
+                        for k in ("rps", "p50_us", "p99_us", "p999_us", "cpu_us_per_req", "cpu_share")}
         entry["sat"]["rps_min"] = min(r["rps"] for r in d["sat"])
         entry["sat"]["rps_max"] = max(r["rps"] for r in d["sat"])
         entry["sat"]["non_2xx"] = sum(r["non_2xx"] for r in d["sat"])
@@ -292,6 +298,20 @@ def _fixed(result: dict[str, Any], name: str, lbl_prefix: str, key: str) -> floa
     return None
 
 
+def _paired_p99(result: dict[str, Any], on: str, off: str) -> list[float]:
+    """p99(on) / p99(off) at the 'half' rate, per repetition (the two ran seconds apart)."""
+    def runs(name: str) -> dict[int, float]:
+        e = result["scenarios"].get(name)
+        if not e:
+            return {}
+        for lbl, rs in e["runs"]["fixed"].items():
+            if lbl.startswith("half"):
+                return {r["rep"]: r["p99_us"] for r in rs if r["p99_us"]}
+        return {}
+    a, b = runs(on), runs(off)
+    return [a[k] / b[k] for k in a if k in b]
+
+
 def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, reported (never asserted)."""
     scs = result["scenarios"]
@@ -313,9 +333,11 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "by_cpu": by_cpu("sl-shadow-kafka")})
     on = _fixed(result, "sl-shadow-file", "half", "p99_us")
     off = _fixed(result, "sl-champion", "half", "p99_us")
-    out.append({"target": "champion p99 shadow on / shadow off at half of saturation <= 1.05",
-                "value": on / off if on and off else None, "goal": 1.05, "cmp": "<=",
-                "detail": {"shadow_on_p99_us": on, "shadow_off_p99_us": off}})
+    paired = _paired_p99(result, "sl-shadow-file", "sl-champion")
+    out.append({"target": "champion p99 shadow on / shadow off at half of saturation <= 1.05 "
+                          "(median of per-repetition ratios)",
+                "value": _median(paired) if paired else None, "goal": 1.05, "cmp": "<=",
+                "detail": {"shadow_on_p99_us": on, "shadow_off_p99_us": off, "per_rep": paired}})
     direct = _fixed(result, "upstream-direct", "1000", "p50_us")
     ngx = _fixed(result, "nginx-proxy", "1000", "p50_us")
     sl = _fixed(result, "sl-upstream", "1000", "p50_us")
