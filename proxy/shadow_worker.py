@@ -28,6 +28,7 @@ from aiokafka.errors import CommitFailedError
 
 from proxy.backends import Backend, BackendError, build_backend
 from proxy.config import ConfigError, DeploymentConfig, KafkaSinkConfig, load_config
+from proxy.sinks.kafka import use_fast_gzip
 from proxy.tensors import OIP_TO_NUMPY, oip_datatype
 from shadowlane.record import RequestRecord, Tensor, decode_request, encode
 
@@ -107,6 +108,8 @@ class ShadowWorker:
             self.sink.requests_topic, bootstrap_servers=self.sink.bootstrap_servers,
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             heartbeat_interval_ms=1000, session_timeout_ms=10_000)
+        if self.sink.compression == "gzip":
+            use_fast_gzip()
         producer = AIOKafkaProducer(
             bootstrap_servers=self.sink.bootstrap_servers, enable_idempotence=True,
             linger_ms=self.sink.linger_ms, max_batch_size=self.sink.max_batch_bytes,
