@@ -39,8 +39,7 @@ def traffic(n: int, rng: np.random.Generator, *, start_ts: float = 1_700_000_000
     """`n` single-row requests spread evenly over `hours`; outcomes from the true risk model."""
     X = synth_applicants(n, rng)
     X[:, INCOME] *= income_scale
-    true = _session(credit_model())
-    p = true.run(["probabilities"], {"features": X})[0][:, 1]
+    p = probabilities(credit_model(), X)[:, 1]
     outcome = (rng.random(n) < p).astype(np.int8)
     seg = np.where(X[:, SMALL_BUSINESS] > 0.5, "small_business", "consumer").astype(object)
     region = rng.choice(np.array(["north", "south", "east", "west"], dtype=object), n)
@@ -52,6 +51,11 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def probabilities(model: onnx.ModelProto, X: np.ndarray) -> np.ndarray:
+    """The model's `probabilities` output [n, 2] on `X`, run by onnxruntime (the known answers of tests)."""
+    return _session(model).run(["probabilities"], {"features": X})[0]
 
 
 def credit_variant(bias_shift: float = 0.0, **weight_shifts: float) -> onnx.ModelProto:
@@ -86,8 +90,8 @@ def shadow_records(t: Traffic, champion: onnx.ModelProto, candidate: onnx.ModelP
     `fail_segment` if given; `skip_segment` requests get no candidate record (a shadow that silently
     skipped them); `noise_share` of requests also get a champion-vs-champion record (noise floor).
     """
-    pc = _session(champion).run(["probabilities"], {"features": t.X})[0][:, 1]
-    ps = _session(candidate).run(["probabilities"], {"features": t.X})[0][:, 1]
+    pc = probabilities(champion, t.X)[:, 1]
+    ps = probabilities(candidate, t.X)[:, 1]
     lat = rng.lognormal(math.log(latency_ms), 0.3, t.X.shape[0])
     fails = rng.random(t.X.shape[0]) < failure_rate
     if fail_segment is not None:

@@ -49,7 +49,7 @@ def test_gate_reads_the_real_proxys_log(proxy_server, onnx_models, tmp_path):
     assert ev.gate("schema").passed and ev.gate("drift").passed, (ev.gate("schema").reason, ev.gate("drift").reason)
     # known answer: AUC of the two real models on the rows sent, in request/row order
     X, y = t.X[:rows], t.outcome[:rows]
-    champ = S._session(S.credit_variant()).run(["probabilities"], {"features": X})[0][:, 1]
+    champ = S.probabilities(S.credit_variant(), X)[:, 1]
     acc = ev.gate("accuracy").values
     assert acc["auc_champion"] == pytest.approx(roc_auc_score(y, champ), abs=1e-9)
     # the champion shadowing itself is the noise floor: identical answers

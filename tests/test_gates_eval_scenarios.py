@@ -65,7 +65,7 @@ def run(tmp_path, traffic, labels_file, stats, candidate, *, config=None, signat
 
 
 def scores(model, traffic) -> np.ndarray:
-    return S._session(model).run(["probabilities"], {"features": traffic.X})[0][:, 1].astype(np.float64)
+    return S.probabilities(model, traffic.X)[:, 1].astype(np.float64)
 
 
 def test_better_model_passes_with_sklearn_aucs(tmp_path, traffic, labels_file, stats):

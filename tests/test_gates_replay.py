@@ -48,7 +48,7 @@ def test_replay_writes_schema_valid_records_with_the_candidates_answers(logged, 
     for rec in out[:200]:
         validator.validate(rec)
     # known answer: the candidate's probabilities on the logged features, request by request
-    expected = S._session(S.credit_variant()).run(["probabilities"], {"features": t.X})[0]
+    expected = S.probabilities(S.credit_variant(), t.X)
     index = {rid: i for i, rid in enumerate(t.request_ids)}
     got = np.array([rec["shadow"]["outputs"]["probabilities"][0] for rec in out], dtype=np.float32)
     want = expected[[index[rec["request_id"]] for rec in out]]
