@@ -153,6 +153,41 @@ async def test_unreachable_broker_spills_and_a_later_sink_replays_in_order(kafka
     assert seqs == list(range(202))
 
 
+async def test_sinks_sharing_a_spill_directory_keep_apart_and_adopt_only_stopped_ones(
+        kafka_broker, kafka_topic, tmp_path):
+    """Proxy worker processes share one spill_directory: each sink writes its own subdirectory
+    under an flock; a new sink adopts (and replays) only what stopped sinks left."""
+    topic = kafka_topic("shared-spill")
+    dead = f"127.0.0.1:{free_port()}"
+    a = sink_for(dead, topic, tmp_path, request_timeout_ms=500)
+    b = sink_for(dead, topic, tmp_path, request_timeout_ms=500)
+    await a.start()
+    await b.start()
+    for i in range(100):
+        a.emit(record(i, "a"), b"a")
+        b.emit(record(100 + i, "b"), b"b")
+    await wait_until(lambda: a.stats.spilled == 100 and b.stats.spilled == 100)
+    assert len([d for d in (tmp_path / "spill").iterdir()]) == 2
+    await a.stop(timeout_s=1)
+
+    c = sink_for(kafka_broker.bootstrap, topic, tmp_path)
+    await c.start()  # b is still running: only a's spill is adopted
+    await wait_until(lambda: c.stats.replayed == 100 and not c.spilling)
+    await b.stop(timeout_s=1)
+    await c.stop()
+    d = sink_for(kafka_broker.bootstrap, topic, tmp_path)
+    await d.start()
+    await wait_until(lambda: d.stats.replayed == 100 and not d.spilling)
+    await d.stop()
+    assert list((tmp_path / "spill").iterdir()) == []
+
+    msgs = await read_topic(kafka_broker.bootstrap, topic, expect=200)
+    by_key: dict[bytes, list[int]] = {}
+    for _, key, value in msgs:
+        by_key.setdefault(key, []).append(orjson.loads(value)["seq"])
+    assert by_key == {b"a": list(range(100)), b"b": list(range(100, 200))}
+
+
 def test_build_sink_from_config(tmp_path):
     cfg = parse_config({
         "sink": {"type": "kafka", "bootstrap_servers": "127.0.0.1:1", "topic": "s", "requests_topic": "r",
@@ -163,7 +198,7 @@ def test_build_sink_from_config(tmp_path):
     sink = build_sink(cfg)
     assert isinstance(sink, KafkaSink)
     assert (sink.topic, sink.requests_topic, sink.bootstrap_servers) == ("s", "r", "127.0.0.1:1")
-    assert sink._spill_dir == tmp_path / "sp" and sink._spill_max == 4096 and sink._compression is None
+    assert sink._spill_root == tmp_path / "sp" and sink._spill_max == 4096 and sink._compression is None
 
 
 def test_rejects_a_compression_that_needs_a_native_library():

@@ -10,10 +10,12 @@ never run on the proxy's loop; zlib releases the GIL while it works. That thread
   batches to the producer and awaits their acknowledgement, bounded by `request_timeout_ms`.
   One round in flight at a time keeps per-key order without relying on producer retries.
 * **spilling**: a failed or timed-out round, and every record after it, goes to local segment
-  files (`shadowlane.segments`, at most `spill_max_bytes`; beyond that dropped and counted). A
+  files (`shadowlane.segments`, at most `spill_max_bytes`; beyond that dropped and counted) in
+  this sink's own subdirectory of `spill_directory` (worker processes share it safely). A
   fresh producer is tried every `reconnect_backoff_ms`; once one starts, the spill is replayed
   in order, segment by segment, while new records keep appending behind it; when the spill is
-  empty the sink is direct again. A spill left by a previous process is replayed on start.
+  empty the sink is direct again. Spills left by stopped or crashed sinks are adopted and
+  replayed on start.
 
 Broker calls are all bounded: aiokafka can hang while the broker is down — `send()` after a
 failed `start()` never completes (aio-libs/aiokafka#759), and with idempotence batches never
@@ -29,9 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import functools
 import importlib
+import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -55,6 +60,8 @@ _NO_KEY = b"-"  # spill-line marker for a record without key (not in the base64 
 _REPLAY_CHUNK = 5000  # spilled records per replay round; the buffer is drained in between
 _MAX_ROUND = 10_000  # records per produce round: bounds the work one acknowledgement waits for
 _PARTITION_CACHE_MAX = 100_000
+_LOCK = ".lock"
+_instances = itertools.count(1)
 
 Item = tuple[str, "bytes | None", bytes]  # (topic, key, value)
 
@@ -141,7 +148,9 @@ class KafkaSink:
         # The broker rejects messages over message.max.bytes (default ~1 MiB) for good; such a
         # record would fail its round for ever, so it is refused at the door instead.
         self._max_record = max_record_bytes
-        self._spill_dir = Path(spill_directory)
+        self._spill_root = Path(spill_directory)
+        self._spill_dir = self._spill_root  # this sink's own subdirectory once started
+        self._lock_fd: int | None = None
         self._spill_max = spill_max_bytes
         # Small segments so replayed space is freed (and counted) early.
         self._spill_segment = max(1024, min(16 * 1024 * 1024, spill_max_bytes // 8))
@@ -217,19 +226,16 @@ class KafkaSink:
         is the same as one that goes down later (records spill)."""
         if self._thread is not None:
             return
-        self._spill_dir.mkdir(parents=True, exist_ok=True)
-        # A crash can leave an `.open` segment behind: seal it first so it replays in order.
-        for path in segment_paths(self._spill_dir, prefix=SPILL_PREFIX, include_open=True):
-            if path.name.endswith(".open"):
-                path.rename(path.with_name(path.name.removesuffix(".open")))
+        self._replay_path, self._replay_lines, self._replay_pos = None, [], 0
+        adopted = self._claim_spill()
         self._spill = SegmentWriter(self._spill_dir, prefix=SPILL_PREFIX,
                                     segment_max_bytes=self._spill_segment)
         existing = segment_paths(self._spill_dir, prefix=SPILL_PREFIX)
         self.stats.spill_bytes = sum(p.stat().st_size for p in existing)
         if existing:
             self._spill_since = time.monotonic()
-            log.info("replaying %d spill segments (%d bytes) left in %s",
-                     len(existing), self.stats.spill_bytes, self._spill_dir)
+            log.info("replaying %d spill segments (%d bytes) left by %d stopped sinks in %s",
+                     len(existing), self.stats.spill_bytes, adopted, self._spill_root)
         self._started.clear()
         self._thread = threading.Thread(target=self._thread_main, name="shadowlane-kafka-sink", daemon=True)
         self._thread.start()
@@ -253,6 +259,60 @@ class KafkaSink:
         if thread.is_alive():  # every broker call is bounded, so this is a bug: say so
             log.error("kafka sink thread did not stop within %.1fs; %d buffered records abandoned",
                       timeout_s + 5, len(self._buf))
+
+    def _claim_spill(self) -> int:
+        """Make this sink's own spill subdirectory and adopt those of sinks that are gone.
+
+        Several proxy worker processes share one `spill_directory`: each writes its own
+        subdirectory (`<UTC start>-p<pid>-<n>`) and holds an flock on its `.lock` while it runs.
+        A subdirectory whose lock can be taken belongs to a sink that stopped or crashed: its
+        segments move here, oldest first, ahead of this sink's own, and are replayed. Returns
+        how many were adopted.
+        """
+        root = self._spill_root
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-p{os.getpid()}-{next(_instances)}"
+        own = root / name
+        own.mkdir()
+        self._lock_fd = os.open(own / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._spill_dir = own
+        seq, adopted = 0, 0
+        for other in sorted(p for p in root.iterdir() if p.is_dir() and p != own):
+            try:
+                fd = os.open(other / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError:  # removed meanwhile by its owner or another adopter
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live sink's
+                os.close(fd)
+                continue
+            try:
+                for path in segment_paths(other, prefix=SPILL_PREFIX, include_open=True):
+                    seq += 1  # an `.open` one (a crash) is sealed by the move; a torn line is skipped
+                    os.replace(path, own / f"{SPILL_PREFIX}-{seq:08d}.jsonl")
+                os.unlink(other / _LOCK)
+                other.rmdir()
+                adopted += 1
+            except OSError as err:
+                log.warning("could not adopt spill %s: %s", other, err)
+            finally:
+                os.close(fd)
+        return adopted
+
+    def _release_spill(self) -> None:
+        """Remove this sink's subdirectory if the spill is empty, and release its lock."""
+        if self._lock_fd is None:
+            return
+        try:
+            if not segment_paths(self._spill_dir, prefix=SPILL_PREFIX, include_open=True):
+                os.unlink(self._spill_dir / _LOCK)
+                self._spill_dir.rmdir()
+        except OSError as err:
+            log.debug("spill directory %s not removed: %s", self._spill_dir, err)
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
     def _drop(self, n: int) -> None:
         with self._drop_lock:
@@ -296,6 +356,7 @@ class KafkaSink:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
+        self._release_spill()
         await self._discard_producer(max(0.1, deadline - time.monotonic()))
         self._update_lag()
 
