@@ -81,6 +81,10 @@ class GateContext:
             self._memo[key] = (order, self.frame.rows.label[m][order], scores[order])
         return self._memo[key]
 
+    def release_sorts(self) -> None:
+        """Drop the shared sorted copies once the gates are done (they are the largest temporaries)."""
+        self._memo = {k: v for k, v in self._memo.items() if not k.startswith("sorted.")}
+
     def overall_auc(self, side: str) -> float:
         """AUC of "shadow" or "champion" scores on the labelled rows (computed once, shared by gates)."""
         key = f"auc.{side}"

@@ -108,9 +108,10 @@ def _segments(ctx: GateContext) -> GateResult:
             ref_share = expected.get(value, n_ref[i] / n_ref.sum())
             cand_share = n_cand[i] / n_cand.sum()
             fail = n_fail[i] / n_cand[i] if n_cand[i] else float("nan")
-            rows[value] = {"candidate_records": int(n_cand[i]), "reference_requests": int(n_ref[i]),
-                           "candidate_share": cand_share, "reference_share": ref_share, "failure_rate": fail}
             big = n_ref[i] >= cfg.min_segment_records or value in expected
+            if big or n_cand[i] >= cfg.min_segment_records:  # small segments are not judged, nor listed
+                rows[value] = {"candidate_records": int(n_cand[i]), "reference_requests": int(n_ref[i]),
+                               "candidate_share": cand_share, "reference_share": ref_share, "failure_rate": fail}
             if big and ref_share > 0 and cand_share / ref_share < cfg.min_segment_coverage:
                 problems.append(f"{attr}={value}: {cand_share:.1%} of the candidate's records but {ref_share:.1%} "
                                 "of requests (shadow skipped part of this segment)")
