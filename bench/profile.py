@@ -60,6 +60,11 @@ STAGES = [
 ]
 
 
+# Leaf frames of a thread that is waiting, not working (py-spy does not always tell idle threads
+# apart when a process has several): left out of the totals.
+IDLE_LEAVES = ("select (selectors.py", "(concurrent/futures/thread.py:81)", "wait (threading.py", "get (queue.py")
+
+
 def _summarise(stacks: Path, cpu_us_per_req: float, top: int) -> str:
     self_time: collections.Counter[str] = collections.Counter()
     stage_time: collections.Counter[str] = collections.Counter()
@@ -70,6 +75,8 @@ def _summarise(stacks: Path, cpu_us_per_req: float, top: int) -> str:
             continue
         n = int(count_s)
         frames = frames_s.split(";")
+        if any(m in frames[-1] for m in IDLE_LEAVES):
+            continue
         total += n
         self_time[frames[-1]] += n
         for stage, marks in STAGES:
