@@ -87,3 +87,22 @@ def test_tensor_features_and_model_errors(tmp_path):
     out = [orjson.loads(line) for line in read_lines(tmp_path / "out")]
     assert [r["shadow"]["status"] for r in out] == ["ok"] * 15 + ["error"] * 5
     assert "failed" in out[-1]["shadow"]["error"]
+
+
+def test_replay_through_an_upstream_oip_server(logged, tmp_path, proxy_server, onnx_models, capsys):
+    """The candidate served by a real OIP server (shadowlane's own proxy, serving credit_model())."""
+    from tests.fixtures.proxy import base_config
+
+    upstream = proxy_server(base_config(onnx_models, tmp_path / "upstream-log"))
+    root, t = logged["root"], logged["traffic"]
+    rc = shadowlane_main(["replay", "--log", str(root / "log"), "--upstream", upstream.url, "--remote-model", "credit",
+                          "--name", "credit-risk", "--version", "8", "--out", str(tmp_path / "out"),
+                          "--feature-names", ",".join(CREDIT_FEATURES)])
+    assert rc == 0, capsys.readouterr().err
+    out = [orjson.loads(line) for line in read_lines(tmp_path / "out")]
+    assert len(out) == N and all(r["shadow"]["status"] == "ok" for r in out)
+    expected = S.probabilities(S.credit_variant(), t.X)
+    index = {rid: i for i, rid in enumerate(t.request_ids)}
+    got = np.array([r["shadow"]["outputs"]["probabilities"][0] for r in out], dtype=np.float32)
+    np.testing.assert_allclose(got, expected[[index[r["request_id"]] for r in out]], rtol=1e-6)
+    assert all(r["shadow"]["latency_ms"] > 0 for r in out)
