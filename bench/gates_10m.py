@@ -219,10 +219,10 @@ def run_baseline(d: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ JSON reader
 
 
-def run_json(n: int, d: Path) -> dict[str, Any]:
+def write_json_log(n: int, d: Path) -> None:
+    """`n` shadow records as the proxy writes them (JSON lines in segment files), untimed."""
     import orjson
 
-    from gates.reader import read_shadow_log
     from shadowlane.segments import SegmentWriter
 
     rng = np.random.default_rng(1)
@@ -246,6 +246,11 @@ def run_json(n: int, d: Path) -> dict[str, Any]:
             batch = []
     w.write_many(batch)
     w.close()
+
+
+def run_json(n: int, d: Path) -> dict[str, Any]:
+    from gates.reader import read_shadow_log
+
     size = sum(f.stat().st_size for f in (d / "jsonlog").iterdir())
     t0, cpu0 = time.perf_counter(), time.process_time()
     frame = read_shadow_log(d / "jsonlog", ("credit-risk", 2))
@@ -311,6 +316,7 @@ def main() -> int:
             print("  MISMATCH", m)
         print(f"gate vs baseline: {base['seconds'] / gate['seconds']:.2f}x by wall time, "
               f"{base['cpu_seconds'] / gate['cpu_seconds']:.2f}x by CPU time (>1 = gate faster)")
+        write_json_log(args.json_records, d)
         js = child("json", d, args.cpu, ["--json-records", str(args.json_records)])
         print(f"JSON reader: {js['records']:,} records ({js['mb']:.0f} MB) in {js['seconds']:.1f} s wall, "
               f"{js['cpu_seconds']:.1f} s CPU = {js['records_per_s']:,.0f} records/CPU-s "

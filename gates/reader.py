@@ -23,7 +23,7 @@ from xxhash import xxh3_64_intdigest
 
 from shadowlane.segments import read_lines, segment_paths
 
-CHUNK_RECORDS = 65_536
+CHUNK_RECORDS = 16_384  # lines parsed per step: bounds the transient Python objects
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
 STATUS_NAMES = ("ok", "error", "timeout")
 CANDIDATE, NOISE, OTHER = 0, 1, 2  # record kinds: candidate shadow, champion-vs-champion, anything else
