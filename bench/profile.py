@@ -42,6 +42,7 @@ STAGES = [
     ("  route (router)", ("Assigner.",)),
     ("  decode OIP / MLflow to numpy", ("decode_oip (", "decode_mlflow (")),
     ("  champion predict (backend)", ("Backend.predict (", "Backend.infer (")),
+    ("    upstream HTTP client", ("upstream_client.py", "codecs_upstream.py")),
     ("    onnxruntime Session.run (any thread)", ("Session.run (onnxruntime",)),
     ("  encode reply", ("encode_oip (", "encode_mlflow (")),
     ("  ASGI send -> transport", ("RequestResponseCycle.send (",)),
