@@ -30,13 +30,9 @@ spilled and replayed, so consumers de-duplicate by `request_id` (docs/kafka.md).
 from __future__ import annotations
 
 import asyncio
-import base64
-import fcntl
 import functools
 import importlib
-import itertools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -48,22 +44,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from proxy.sinks.base import SinkStats
-from shadowlane.segments import SegmentWriter, segment_paths
+from proxy.sinks.spill import Item, Spill
 
 if TYPE_CHECKING:
     from proxy.config import KafkaSinkConfig
 
 log = logging.getLogger("shadowlane.sink.kafka")
 
-SPILL_PREFIX = "spill"
-_NO_KEY = b"-"  # spill-line marker for a record without key (not in the base64 alphabet)
 _REPLAY_CHUNK = 5000  # spilled records per replay round; the buffer is drained in between
 _MAX_ROUND = 10_000  # records per produce round: bounds the work one acknowledgement waits for
 _PARTITION_CACHE_MAX = 100_000
-_LOCK = ".lock"
-_instances = itertools.count(1)
-
-Item = tuple[str, "bytes | None", bytes]  # (topic, key, value)
 
 
 def use_fast_gzip() -> bool:
@@ -149,11 +139,10 @@ class KafkaSink:
         # record would fail its round for ever, so it is refused at the door instead.
         self._max_record = max_record_bytes
         self._spill_root = Path(spill_directory)
-        self._spill_dir = self._spill_root  # this sink's own subdirectory once started
-        self._lock_fd: int | None = None
         self._spill_max = spill_max_bytes
         # Small segments so replayed space is freed (and counted) early.
-        self._spill_segment = max(1024, min(16 * 1024 * 1024, spill_max_bytes // 8))
+        self._spill = Spill(self._spill_root, max_bytes=spill_max_bytes,
+                            segment_bytes=max(1024, min(16 * 1024 * 1024, spill_max_bytes // 8)))
         self._backoff_s = reconnect_backoff_ms / 1000
         self._idempotence = enable_idempotence
         self._client_id = client_id
@@ -166,10 +155,6 @@ class KafkaSink:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._key_partition: dict[tuple[str, bytes], int] = {}
-        self._spill: SegmentWriter | None = None
-        self._replay_path: Path | None = None  # head segment being replayed ...
-        self._replay_lines: list[bytes] = []  # ... its lines ...
-        self._replay_pos = 0  # ... and how many of them the broker has acknowledged
         self._next_connect = 0.0
         self._down = False  # an outage was logged
         self._drop_lock = threading.Lock()
@@ -226,16 +211,12 @@ class KafkaSink:
         is the same as one that goes down later (records spill)."""
         if self._thread is not None:
             return
-        self._replay_path, self._replay_lines, self._replay_pos = None, [], 0
-        adopted = self._claim_spill()
-        self._spill = SegmentWriter(self._spill_dir, prefix=SPILL_PREFIX,
-                                    segment_max_bytes=self._spill_segment)
-        existing = segment_paths(self._spill_dir, prefix=SPILL_PREFIX)
-        self.stats.spill_bytes = sum(p.stat().st_size for p in existing)
-        if existing:
+        adopted = self._spill.open()
+        self.stats.spill_bytes = self._spill.bytes
+        if self._spill.bytes:
             self._spill_since = time.monotonic()
-            log.info("replaying %d spill segments (%d bytes) left by %d stopped sinks in %s",
-                     len(existing), self.stats.spill_bytes, adopted, self._spill_root)
+            log.info("replaying %d bytes of spill left by %d stopped sinks in %s",
+                     self._spill.bytes, adopted, self._spill_root)
         self._started.clear()
         self._thread = threading.Thread(target=self._thread_main, name="shadowlane-kafka-sink", daemon=True)
         self._thread.start()
@@ -259,60 +240,6 @@ class KafkaSink:
         if thread.is_alive():  # every broker call is bounded, so this is a bug: say so
             log.error("kafka sink thread did not stop within %.1fs; %d buffered records abandoned",
                       timeout_s + 5, len(self._buf))
-
-    def _claim_spill(self) -> int:
-        """Make this sink's own spill subdirectory and adopt those of sinks that are gone.
-
-        Several proxy worker processes share one `spill_directory`: each writes its own
-        subdirectory (`<UTC start>-p<pid>-<n>`) and holds an flock on its `.lock` while it runs.
-        A subdirectory whose lock can be taken belongs to a sink that stopped or crashed: its
-        segments move here, oldest first, ahead of this sink's own, and are replayed. Returns
-        how many were adopted.
-        """
-        root = self._spill_root
-        root.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-p{os.getpid()}-{next(_instances)}"
-        own = root / name
-        own.mkdir()
-        self._lock_fd = os.open(own / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._spill_dir = own
-        seq, adopted = 0, 0
-        for other in sorted(p for p in root.iterdir() if p.is_dir() and p != own):
-            try:
-                fd = os.open(other / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-            except OSError:  # removed meanwhile by its owner or another adopter
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # a live sink's
-                os.close(fd)
-                continue
-            try:
-                for path in segment_paths(other, prefix=SPILL_PREFIX, include_open=True):
-                    seq += 1  # an `.open` one (a crash) is sealed by the move; a torn line is skipped
-                    os.replace(path, own / f"{SPILL_PREFIX}-{seq:08d}.jsonl")
-                os.unlink(other / _LOCK)
-                other.rmdir()
-                adopted += 1
-            except OSError as err:
-                log.warning("could not adopt spill %s: %s", other, err)
-            finally:
-                os.close(fd)
-        return adopted
-
-    def _release_spill(self) -> None:
-        """Remove this sink's subdirectory if the spill is empty, and release its lock."""
-        if self._lock_fd is None:
-            return
-        try:
-            if not segment_paths(self._spill_dir, prefix=SPILL_PREFIX, include_open=True):
-                os.unlink(self._spill_dir / _LOCK)
-                self._spill_dir.rmdir()
-        except OSError as err:
-            log.debug("spill directory %s not removed: %s", self._spill_dir, err)
-        os.close(self._lock_fd)
-        self._lock_fd = None
 
     def _drop(self, n: int) -> None:
         with self._drop_lock:
@@ -353,10 +280,8 @@ class KafkaSink:
         # A round cut short by the cancel may or may not have reached the broker: keep it.
         self._spill_items(self._take_inflight())
         self._spill_items(self._take_buffer(None))
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
-        self._release_spill()
+        self._spill.close()
+        self.stats.spill_bytes = self._spill.bytes
         await self._discard_producer(max(0.1, deadline - time.monotonic()))
         self._update_lag()
 
@@ -550,88 +475,34 @@ class KafkaSink:
     # -- spill and replay ----------------------------------------------------------------------
 
     def _spill_pending(self) -> bool:
-        return self.stats.spill_bytes > 0 or self._replay_path is not None
+        return self._spill.pending()
 
     def _spill_items(self, items: list[Item]) -> None:
-        """Append to the spill in order; what does not fit under `spill_max_bytes` is dropped."""
+        """Append to the spill in order; what it cannot keep is dropped and counted."""
         if not items:
             return
-        if self._spill is None:  # stopped: nowhere to keep them
-            self._drop(len(items))
-            return
-        room = self._spill_max - self.stats.spill_bytes
-        lines: list[bytes] = []
-        size = 0
-        for topic, key, value in items:
-            if b"\n" in value:
-                self._drop(1)  # would corrupt the line format; encoders never do this
-                continue
-            line = b"%s\t%s\t%s" % (topic.encode(), _NO_KEY if key is None else base64.b64encode(key), value)
-            if size + len(line) + 1 > room:
-                self._drop(1)
-                continue
-            lines.append(line)
-            size += len(line) + 1
-        if not lines:
-            return
-        try:
-            written = self._spill.write_many(lines)
-        except OSError as err:
-            self._drop(len(lines))
-            log.error("spill write to %s failed, %d records dropped: %s", self._spill_dir, len(lines), err)
-            return
-        if self._spill_since is None:
-            self._spill_since = self._inflight_since or time.monotonic()
+        kept, dropped = self._spill.append(items)
+        if dropped:
+            self._drop(dropped)
+        if kept:
+            if self._spill_since is None:
+                self._spill_since = self._inflight_since or time.monotonic()
+            self.stats.spilled += kept
+            self.stats.spill_bytes = self._spill.bytes
         self._inflight_since = None
-        self.stats.spill_bytes += written
-        self.stats.spilled += len(lines)
-
-    def _next_segment(self) -> bool:
-        """Load the oldest spill segment for replay; seals the open one when it is the last."""
-        assert self._spill is not None
-        sealed = segment_paths(self._spill_dir, prefix=SPILL_PREFIX)
-        if not sealed:
-            self._spill.rotate()  # seal the segment being written so it can be replayed
-            sealed = segment_paths(self._spill_dir, prefix=SPILL_PREFIX)
-            if not sealed:
-                self.stats.spill_bytes = 0
-                self._spill_since = None
-                return False
-        path = sealed[0]
-        with open(path, "rb") as f:
-            data = f.read()
-        # A torn last line (crash mid-write) is skipped, as shadowlane.segments.read_lines does.
-        lines = data.split(b"\n")
-        torn = lines.pop()
-        if torn:
-            self._drop(1)
-        self._replay_path, self._replay_lines, self._replay_pos = path, lines, 0
-        return True
 
     async def _replay_chunk(self) -> None:
-        if self._replay_path is None and not self._next_segment():
-            return
-        assert self._replay_path is not None
-        chunk = self._replay_lines[self._replay_pos:self._replay_pos + _REPLAY_CHUNK]
-        items: list[Item] = []
-        for line in chunk:
-            try:
-                topic, key, value = line.split(b"\t", 2)
-                items.append((topic.decode(), None if key == _NO_KEY else base64.b64decode(key), value))
-            except ValueError:
-                self._drop(1)
-                log.error("unreadable spill line in %s dropped", self._replay_path)
-        sent = await self._send(items, self._timeout_s)  # _RoundFailed: retried from the same place
-        self.stats.written += sent
-        self.stats.replayed += sent
-        self._replay_pos += len(chunk)
-        if self._replay_pos >= len(self._replay_lines):
-            size = self._replay_path.stat().st_size
-            self._replay_path.unlink()
-            self.stats.spill_bytes = max(0, self.stats.spill_bytes - size)
-            self._replay_path, self._replay_lines, self._replay_pos = None, [], 0
-            if self.stats.spill_bytes == 0:
-                self._spill_since = None
+        items, lost = self._spill.head(_REPLAY_CHUNK)
+        if lost:
+            self._drop(lost)
+        if items:
+            sent = await self._send(items, self._timeout_s)  # _RoundFailed: retried from here
+            self.stats.written += sent
+            self.stats.replayed += sent
+            self._spill.ack(len(items))
+        self.stats.spill_bytes = self._spill.bytes
+        if not self._spill.pending():
+            self._spill_since = None
 
     def _update_lag(self) -> None:
         oldest = [t for t in (self._spill_since, self._inflight_since, self._buf_since) if t is not None]
