@@ -5,12 +5,13 @@ counted) and return. Everything else runs on the sink's own thread with its own 
 batch building, murmur2 and gzip (level 1 via `use_fast_gzip`, ~1 ms per 128 KiB batch)
 never run on the proxy's loop; zlib releases the GIL while it works. That thread's task:
 
-* **direct**: every `linger_ms` it takes the buffer, builds one record batch per partition
+* **direct**: every `linger_ms` it takes the buffer (a round, at most 10,000 records), builds
+  one record batch per partition
   (keyed by unit id, murmur2 like the Java client, `max_batch_bytes`, gzip or none), hands the
   batches to the producer and awaits their acknowledgement, bounded by `request_timeout_ms`.
   One round in flight at a time keeps per-key order without relying on producer retries.
 * **spilling**: a failed or timed-out round, and every record after it, goes to local segment
-  files (`shadowlane.segments`, at most `spill_max_bytes`; beyond that dropped and counted) in
+  files (`proxy.sinks.spill`, at most `spill_max_bytes`; beyond that dropped and counted) in
   this sink's own subdirectory of `spill_directory` (worker processes share it safely). A
   fresh producer is tried every `reconnect_backoff_ms`; once one starts, the spill is replayed
   in order, segment by segment, while new records keep appending behind it; when the spill is
