@@ -36,7 +36,7 @@ from bench.scenarios import ROOT, Context, Scenario, has_wrk
 @dataclass
 class Settings:
     reps: int = 3
-    sat_s: float = 5.0
+    sat_s: float = 4.0
     warm_s: float = 1.0
     fixed_s: float = 4.0
     connections: int = 16
