@@ -90,7 +90,8 @@ async def test_past_the_spill_bound_the_drop_count_equals_the_shortfall(kafka_ou
     broker = kafka_outage_broker
     broker.ensure_running()
     topic = kafka_topic("bound")
-    sink = sink_for(broker.bootstrap, topic, tmp_path, request_timeout_ms=1000, spill_max_bytes=4096)
+    # 3 s: phase one must not time out on a loaded machine (a spill then could already drop).
+    sink = sink_for(broker.bootstrap, topic, tmp_path, request_timeout_ms=3000, spill_max_bytes=4096)
     await sink.start()
     for i in range(100):
         emit(sink, i)

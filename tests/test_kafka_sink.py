@@ -41,7 +41,7 @@ def record(i: int, unit: str) -> bytes:
 
 
 def sink_for(bootstrap: str, topic: str, tmp_path: Path, **kw) -> KafkaSink:
-    kw.setdefault("request_timeout_ms", 3000)
+    kw.setdefault("request_timeout_ms", 8000)  # generous: a loaded CI machine is not an outage
     kw.setdefault("reconnect_backoff_ms", 200)
     return KafkaSink(bootstrap, topic=topic, requests_topic=topic + "-req", linger_ms=5,
                      spill_directory=tmp_path / "spill", **kw)
