@@ -41,7 +41,9 @@ fetch() {
   # kcat: a Kafka consumer we did not write, for tests/test_kcat_schema.py.
   if ! command -v kcat >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+      # Not fatal: without kcat only tests/test_kcat_schema.py fails, and says why.
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; } \
+        || echo "kafka.sh: could not install kcat with apt-get" >&2
     else
       echo "kafka.sh: kcat not found; install it (apt-get install kcat) to run tests/test_kcat_schema.py" >&2
     fi
