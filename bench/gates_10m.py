@@ -41,6 +41,11 @@ CONFIG = {"latency": {"budget_ms": 50}, "accuracy": {"min_auc": 0.6, "min_delta"
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives fork + exec, so a child
+    would report the parent's size at fork time."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
