@@ -30,11 +30,12 @@ from proxy.backends import Backend, BackendError, build_backend
 from proxy.config import ConfigError, DeploymentConfig, KafkaSinkConfig, load_config
 from proxy.sinks.kafka import use_fast_gzip
 from proxy.tensors import OIP_TO_NUMPY, oip_datatype
-from shadowlane.record import RequestRecord, Tensor, decode_request, encode
+from shadowlane.record import RequestRecord, Tensor, decode_request, encode, request_json_schema
 
 log = logging.getLogger("shadowlane.shadow_worker")
 
 DEFAULT_GROUP = "shadowlane-shadow-worker"
+_REQUIRED = frozenset(request_json_schema()["required"])  # fields `_shadow_record` reads
 
 
 def tensor(arr: np.ndarray) -> Tensor:
@@ -150,17 +151,25 @@ class ShadowWorker:
 
     async def _handle(self, value: bytes | None) -> list[tuple[bytes, bytes | None]]:
         """The encoded shadow records (and keys) for one request record."""
+        # Everything a record can get wrong is caught here: a record that raised later would
+        # fail the session before its commit and come back for ever (a poison message).
         try:
             req = decode_request(value or b"")
+            missing = _REQUIRED - req.keys()
+            if missing:
+                raise KeyError(f"missing fields {sorted(missing)}")
             feeds = {name: from_tensor(t) for name, t in req["inputs"].items()}
-        except (ValueError, TypeError, KeyError) as err:
+            key = req["unit_id"].encode() if req["unit_id"] is not None else None
+            shadows = [str(s) for s in req["shadows"]]
+            if not isinstance(req["endpoint"], str):
+                raise TypeError(f"endpoint must be a string, not {type(req['endpoint']).__name__}")
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
             self.skipped += 1
             log.error("request record skipped: %s", err)
             return []
         self.processed += 1
-        key = req["unit_id"].encode() if req["unit_id"] is not None else None
         out = []
-        for model_key in req["shadows"]:
+        for model_key in shadows:
             timeout_s = self._timeouts.get((req["endpoint"], model_key))
             if timeout_s is None:
                 self.skipped += 1

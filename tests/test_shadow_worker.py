@@ -151,3 +151,9 @@ async def test_worker_records_model_failures_and_skips_what_it_cannot_use(onnx_m
     unknown = {**req, "shadows": ["credit-v9"]}
     assert await worker._handle(encode_request(unknown)) == []  # type: ignore[arg-type]
     assert (worker.processed, worker.skipped) == (2, 2)
+    # Versioned and with inputs, yet unusable: skipped, never raised (a raise would fail the
+    # session before its commit, and the record would come back for ever).
+    no_shadows = {k: v for k, v in req.items() if k != "shadows"}
+    for bad in (no_shadows, {**req, "inputs": []}, {**req, "unit_id": 7}, {**req, "endpoint": ["credit"]}):
+        assert await worker._handle(encode_request(bad)) == []  # type: ignore[arg-type]
+    assert (worker.processed, worker.skipped) == (2, 6)
