@@ -141,6 +141,24 @@ async def test_500s_open_the_breaker_then_half_open_trial_recovers(loopback_http
         await b.close()
 
 
+async def test_a_call_failing_before_the_upstream_does_not_take_the_half_open_trial(loopback_http):
+    """In half-open one trial goes through; a call that raises before reaching the upstream
+    (here: an input the JSON encoder cannot write) must not use it up and leave it unreported."""
+    srv = await loopback_http(oip_server())
+    b = await started(srv.url)
+    now = [0.0]
+    b.breaker = CircuitBreaker(1, 10.0, clock=lambda: now[0])
+    try:
+        b.breaker.record_failure()
+        now[0] = 10.0  # cool-down over: half-open
+        with pytest.raises(TypeError):
+            await b.infer({"features": np.array([object()], dtype=object)})
+        out = await b.infer({"features": X})  # the trial
+        assert out["label"].tolist() == [1, 1] and b.breaker.state == "closed"
+    finally:
+        await b.close()
+
+
 async def test_client_fault_4xx_passes_message_with_400_and_does_not_trip(loopback_http):
     async def reject(req: Received) -> tuple[int, bytes]:
         return 400, b'{"error": "input features: expected shape [-1, 10], got [2, 3]"}'

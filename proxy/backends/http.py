@@ -113,12 +113,6 @@ class HttpBackend(Backend):
         """
         if self._client is None:
             raise BackendError(f"upstream {self.name} at {self.url} is not started", status=503, upstream=self.url)
-        if not self.breaker.allow():
-            self.rejected_total += 1
-            raise BackendError(
-                f"upstream {self.name} at {self.url} is failing: circuit breaker open after "
-                f"{self.breaker.consecutive_failures} consecutive failures, next try in "
-                f"{self.breaker.retry_after_s():.1f} s", status=503, upstream=self.url)
         fwd = [_JSON]
         if headers:
             pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -137,6 +131,14 @@ class HttpBackend(Backend):
             body = encode_oip_request(feeds, request_id=request_id)
         else:
             body = encode_mlflow_request(feeds, columns=self.columns)
+        # Only now, with nothing left that could raise before the call: in half-open, allow()
+        # lets one trial through, and a trial that never reports back would keep it shut.
+        if not self.breaker.allow():
+            self.rejected_total += 1
+            raise BackendError(
+                f"upstream {self.name} at {self.url} is failing: circuit breaker open after "
+                f"{self.breaker.consecutive_failures} consecutive failures, next try in "
+                f"{self.breaker.retry_after_s():.1f} s", status=503, upstream=self.url)
         try:
             status, answer = await self._client.request("POST", self._infer_path, body, fwd)
         except asyncio.CancelledError:
