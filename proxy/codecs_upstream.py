@@ -83,6 +83,8 @@ def decode_oip_response(body: bytes) -> dict[str, np.ndarray]:
 def decode_oip_metadata(body: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """(inputs, outputs) from `GET /v2/models/{m}[/versions/{v}]`."""
     doc = _loads(body, "OIP model metadata")
+    if not isinstance(doc, dict):
+        raise UpstreamProtocolError(f"OIP model metadata is not an object (got {type(doc).__name__})")
     try:
         return (specs_from_json(doc.get("inputs") or []), specs_from_json(doc.get("outputs") or []))
     except (KeyError, TypeError, ValueError) as err:

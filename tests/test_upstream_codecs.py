@@ -45,6 +45,9 @@ def test_oip_metadata():
         "name": "m", "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}],
         "outputs": [{"name": "y", "datatype": "INT64", "shape": [-1]}]}))
     assert ins == (TensorSpec("x", "FP32", (-1, 3)),) and outs == (TensorSpec("y", "INT64", (-1,)),)
+    for bad in (b"[]", b'"m"', b'{"inputs": [1]}', b'{"inputs": [{"name": "x"}]}'):
+        with pytest.raises(UpstreamProtocolError, match="OIP model metadata"):
+            decode_oip_metadata(bad)
 
 
 def test_mlflow_request_forms():

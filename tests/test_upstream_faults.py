@@ -206,6 +206,18 @@ async def test_unknown_model_upstream_fails_start(loopback_http):
     assert "does not serve model /v2/models/nope" in str(e.value) and "no such model" in str(e.value)
 
 
+async def test_malformed_metadata_leaves_the_backend_not_ready_without_failing_start(loopback_http):
+    async def handle(req: Received) -> tuple[int, bytes]:
+        return 200, b"[]"  # a 200 that is no metadata object
+
+    srv = await loopback_http(handle)
+    b = await started(srv.url)
+    try:
+        assert not b.ready() and not b.inputs
+    finally:
+        await b.close()
+
+
 async def test_remote_model_name_and_version_in_paths(loopback_http):
     async def handle(req: Received) -> tuple[int, bytes]:
         if req.path == "/v2/models/credit/versions/7":

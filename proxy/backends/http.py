@@ -232,6 +232,9 @@ class HttpBackend(Backend):
             except BackendError as err:
                 log.warning("%s", err)
                 self._healthy = False
+            except Exception:  # keep checking: a dead loop would freeze readiness as it was
+                log.exception("health check of upstream %s at %s failed", self.name, self.url)
+                self._healthy = False
 
     def _learn(self, feeds: Feeds, out: Mapping[str, np.ndarray]) -> None:
         """MLflow serves no metadata: take the shapes of the first good answer."""
