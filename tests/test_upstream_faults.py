@@ -41,6 +41,11 @@ async def test_oip_roundtrip_metadata_and_keepalive(loopback_http):
         assert srv.connections == 1  # metadata, health and five infers on one keep-alive connection
     finally:
         await b.close()
+    await b.start()  # a closed backend starts again with a fresh pool
+    try:
+        assert (await b.infer({"features": X}))["label"].tolist() == [1, 1] and srv.connections == 2
+    finally:
+        await b.close()
 
 
 async def test_upstream_down_is_502_naming_it(down_url):

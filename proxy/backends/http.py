@@ -93,8 +93,9 @@ class HttpBackend(Backend):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if self._client is not None:
-            await self._client.close()
+        client, self._client = self._client, None  # a later start() opens a fresh pool
+        if client is not None:
+            await client.close()
         self._healthy = False
 
     def ready(self) -> bool:
