@@ -3,7 +3,8 @@
     .venv/bin/python bench/ab.py --a HEAD --scenario sl-shadow-file [--b WORKTREE] [--reps 6] [--rate 2000]
 
 `--a`/`--b` are git refs (exported with `git archive` into a temporary directory; the checkout is
-not touched) or WORKTREE for the files as they are now. Each side runs its own server, pinned to
+not touched), WORKTREE for the files as they are now, or a directory holding a copy of
+proxy/, shadowlane/ and router/. Each side runs its own server, pinned to
 CPU 0, with its copy first on PYTHONPATH. Prints, per repetition and as medians, saturation req/s
 and CPU µs per request (the figure other tenants cannot distort) and, with --rate, p50/p99 of an
 open-loop run. This is how the before/after numbers in optimisation commits are made.
@@ -35,6 +36,8 @@ SCENARIOS = {
 def _tree(ref: str, work: Path) -> Path:
     if ref == "WORKTREE":
         return ROOT
+    if Path(ref).is_dir():  # a prepared copy (e.g. a prototype outside the checkout)
+        return Path(ref).resolve()
     out = work / f"tree-{ref.replace('/', '_')}"
     out.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "proxy", "shadowlane", "router"],
