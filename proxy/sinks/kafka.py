@@ -177,17 +177,13 @@ class KafkaSink:
 
     def emit(self, record: bytes, key: bytes | None) -> None:
         """Queue one encoded shadow record for `topic`, keyed by unit id."""
-        self.stats.emitted += 1
-        buf = self._buf
-        if len(buf) >= self._max_buffered or len(record) > self._max_record:
-            self._drop(1)
-            return
-        if not buf:
-            self._buf_since = time.monotonic()
-        buf.append((self.topic, key, record))
+        self._put(self.topic, record, key)
 
     def emit_request(self, record: bytes, key: bytes | None) -> None:
         """Queue one encoded request record for `requests_topic` (decoupled mode)."""
+        self._put(self.requests_topic, record, key)
+
+    def _put(self, topic: str, record: bytes, key: bytes | None) -> None:
         self.stats.emitted += 1
         buf = self._buf
         if len(buf) >= self._max_buffered or len(record) > self._max_record:
@@ -195,7 +191,7 @@ class KafkaSink:
             return
         if not buf:
             self._buf_since = time.monotonic()
-        buf.append((self.requests_topic, key, record))
+        buf.append((topic, key, record))
 
     def depth(self) -> int:
         return len(self._buf)
