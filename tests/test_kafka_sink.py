@@ -188,6 +188,16 @@ async def test_sinks_sharing_a_spill_directory_keep_apart_and_adopt_only_stopped
     assert by_key == {b"a": list(range(100)), b"b": list(range(100, 200))}
 
 
+def test_a_capped_round_leaves_the_backlog_in_the_lag(tmp_path):
+    """A round takes at most 10,000 records; the rest must keep counting in `lag_s`."""
+    sink = KafkaSink("127.0.0.1:1", spill_directory=tmp_path)
+    for i in range(10_001):
+        sink.emit(record(i, "u"), b"u")
+    first = sink._buf_since
+    assert len(sink._take_buffer()) == 10_000 and sink.depth() == 1  # what the sink's thread does
+    assert first is not None and sink._buf_since == first
+
+
 def test_build_sink_from_config(tmp_path):
     cfg = parse_config({
         "sink": {"type": "kafka", "bootstrap_servers": "127.0.0.1:1", "topic": "s", "requests_topic": "r",

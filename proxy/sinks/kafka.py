@@ -323,10 +323,14 @@ class KafkaSink:
 
     def _take_buffer(self, limit: int | None = _MAX_ROUND) -> list[Item]:
         # popleft, not copy-and-clear: emit() may append from the other thread meanwhile.
-        self._inflight_since, self._buf_since = self._buf_since, None
-        buf = self._buf
+        buf, since = self._buf, self._buf_since
         n = len(buf) if limit is None else min(len(buf), limit)
-        return [buf.popleft() for _ in range(n)]
+        items = [buf.popleft() for _ in range(n)]
+        self._inflight_since = since
+        # What a capped round leaves behind is no younger than what it took: keep its age, or
+        # the lag would read 0 through exactly the backlog it is meant to show.
+        self._buf_since = since if buf else None
+        return items
 
     # -- producer --------------------------------------------------------------------------------
 
