@@ -54,7 +54,7 @@ class Spill:
         """Create this spill's subdirectory and adopt those of spills that are gone; returns
         how many were adopted. `bytes` then counts everything waiting for replay."""
         self.root.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-p{os.getpid()}-{next(_instances)}"
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-p{os.getpid()}-{next(_instances):06d}"
         own = self.root / name
         own.mkdir()
         self._lock_fd = os.open(own / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
