@@ -169,7 +169,6 @@ def evaluate(log: str | os.PathLike[str] | ShadowFrame | Iterable[bytes], *, can
                 results.append(gate.evaluate(ctx))
             except Exception as err:  # a broken gate must block promotion, not crash the run silently
                 results.append(GateResult(gate.name, False, f"gate raised {type(err).__name__}: {err}", {}))
-        ctx.release_sorts()
         div = divergence(ctx)
     else:
         div = {}

@@ -1,8 +1,9 @@
 """Vectorised metric definitions shared by the gates, the divergence report and the benchmark.
 
 Each function equals the standard definition it names (tests compare them with scikit-learn and
-scipy on the same arrays); they are written with numpy only so a 10-million-row gate run needs one
-sort per score column instead of the validation and copies the library versions make.
+scipy on the same arrays); they are written with numpy only, around value sorts and bisections of
+sorted arrays (no argsort), so a 10-million-row gate run avoids the validation, copies and index
+sorts the library versions make.
 """
 
 from __future__ import annotations
@@ -22,31 +23,21 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     """
     y = np.asarray(y_true).astype(bool, copy=False)
     s = np.asarray(score)
-    n_pos = int(np.count_nonzero(y))
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(s, kind="quicksort")
-    return roc_auc_sorted(y[order], s[order])
+    return roc_auc_from_classes(np.sort(s[y]), np.sort(s[~y]))
 
 
-def roc_auc_sorted(y_sorted: np.ndarray, s_sorted: np.ndarray) -> float:
-    """`roc_auc` of labels and scores already in ascending score order (no sort: subsets of one
-    sorted array, e.g. per group, stay sorted)."""
-    y_sorted = np.asarray(y_sorted).astype(bool, copy=False)
-    n_pos = int(np.count_nonzero(y_sorted))
-    n_neg = y_sorted.size - n_pos
+def roc_auc_from_classes(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> float:
+    """AUC from the ascending scores of the positives and of the negatives: the Mann-Whitney U,
+    sum over positives of (#negatives below + half the negatives tied), over n_pos * n_neg.
+
+    Two value sorts and a merge-like bisection: much cheaper than an argsort of all scores.
+    """
+    n_pos, n_neg = pos_sorted.size, neg_sorted.size
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    # Tie groups of equal scores: a positive beats every negative in lower groups and half-beats
-    # the negatives of its own group (the Mann-Whitney U statistic).
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    pos_in = np.add.reduceat(y_sorted.astype(np.int64), starts)
-    size = np.diff(np.r_[starts, y_sorted.size])
-    neg_in = size - pos_in
-    neg_below = np.cumsum(neg_in) - neg_in
-    u = float(np.dot(pos_in.astype(np.float64), neg_below + 0.5 * neg_in))
-    return u / (n_pos * n_neg)
+    below = np.searchsorted(neg_sorted, pos_sorted, side="left").sum(dtype=np.int64)
+    below_or_tied = np.searchsorted(neg_sorted, pos_sorted, side="right").sum(dtype=np.int64)
+    return float(below + below_or_tied) / (2.0 * n_pos * n_neg)
 
 
 def ks_statistic(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

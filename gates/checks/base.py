@@ -70,29 +70,15 @@ class GateContext:
             return np.zeros(len(self.frame.rows), dtype=bool)
         return self.candidate_rows & (lab >= 0)
 
-    def labelled_sorted(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(indices into the labelled rows, labels, scores) of "shadow" or "champion" in ascending
-        score order; sorted once and shared (per-group subsets of it stay sorted)."""
-        key = f"sorted.{side}"
-        if key not in self._memo:
-            m = self.labelled_rows
-            scores = (self.frame.rows.shadow_score if side == "shadow" else self.frame.rows.champion_score)[m]
-            order = np.argsort(scores)
-            self._memo[key] = (order, self.frame.rows.label[m][order], scores[order])
-        return self._memo[key]
-
-    def release_sorts(self) -> None:
-        """Drop the shared sorted copies once the gates are done (they are the largest temporaries)."""
-        self._memo = {k: v for k, v in self._memo.items() if not k.startswith("sorted.")}
-
     def overall_auc(self, side: str) -> float:
         """AUC of "shadow" or "champion" scores on the labelled rows (computed once, shared by gates)."""
         key = f"auc.{side}"
         if key not in self._memo:
-            from gates.metrics import roc_auc_sorted
+            from gates.metrics import roc_auc
 
-            _, y, s = self.labelled_sorted(side)
-            self._memo[key] = roc_auc_sorted(y, s)
+            m = self.labelled_rows
+            scores = self.frame.rows.shadow_score if side == "shadow" else self.frame.rows.champion_score
+            self._memo[key] = roc_auc(self.frame.rows.label[m], scores[m])
         return self._memo[key]
 
     def row_attribute(self, name: str) -> tuple[np.ndarray, list[str]] | None:

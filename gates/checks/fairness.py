@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gates.checks.base import GateContext, GateResult, fmt
-from gates.metrics import roc_auc_sorted
+from gates.metrics import roc_auc
 
 
 class FairnessGate:
@@ -41,8 +41,7 @@ class FairnessGate:
         cand_by = np.bincount(c_codes + 1, weights=cand_ok, minlength=len(cats) + 1)
         champ_by = np.bincount(c_codes + 1, weights=champ_ok, minlength=len(cats) + 1)
         l_codes = codes[lab]
-        orders = {side: ctx.labelled_sorted(side) for side in ("shadow", "champion")}
-        group_of = {side: l_codes[o] for side, (o, _, _) in orders.items()}
+        y_lab, cand_lab, champ_lab = rows.label[lab], rows.shadow_score[lab], rows.champion_score[lab]
         for i, name in enumerate(["<missing>"] + cats):
             n = int(n_by[i])
             if n == 0:
@@ -54,13 +53,11 @@ class FairnessGate:
             g: dict[str, Any] = {"rows": n, "approval_candidate": a_cand, "approval_champion": a_champ,
                                  "approval_ratio": approval_ratio, "decline_ratio": decline_ratio,
                                  "judged": n >= cfg.min_group_rows}
-            auc = {}
-            for side, (_, y_sorted, s_sorted) in orders.items():
-                sel = group_of[side] == i - 1
-                y = y_sorted[sel]
-                auc[side] = roc_auc_sorted(y, s_sorted[sel])
+            sel = l_codes == i - 1
+            y = y_lab[sel]
             g["labelled"] = int(y.size)
-            g["auc_candidate"], g["auc_champion"] = auc["shadow"], auc["champion"]
+            g["auc_candidate"] = roc_auc(y, cand_lab[sel])
+            g["auc_champion"] = roc_auc(y, champ_lab[sel])
             g["auc_gap"] = abs(g["auc_candidate"] - overall_auc)
             groups[name] = g
             if not g["judged"]:
