@@ -15,7 +15,8 @@ import pytest
 from proxy.config import parse_config
 from proxy.sinks import build_sink
 from proxy.sinks.kafka import KafkaSink
-from tests.fixtures.kafka import create_topic, free_port, read_topic
+from tests.fixtures.kafka import create_topic, read_topic
+from tests.fixtures.proxy import free_port
 
 pytestmark = pytest.mark.kafka
 
