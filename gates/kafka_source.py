@@ -8,6 +8,7 @@ reproducible from the offsets it reports.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,10 +38,12 @@ def parse_kafka_uri(uri: str) -> dict[str, Any]:
 
 def read_topic(bootstrap_servers: str, topic: str, *, start_ts: float | None = None,
                end_ts: float | None = None, start_offset: int | None = None,
-               end_offset: int | None = None, poll_ms: int = 500) -> Iterator[bytes]:
+               end_offset: int | None = None, poll_ms: int = 500, stall_s: float = 60.0) -> Iterator[bytes]:
     """Values of `topic` from the start bound up to the end bound, partition by partition order.
 
-    Without an end bound the slice ends at the end offsets seen when reading starts.
+    Without an end bound the slice ends at the end offsets seen when reading starts. A partition is
+    done when the consumer's position reaches its end (offsets taken by transaction markers or
+    compaction have no message); no progress for `stall_s` raises TimeoutError.
     """
     loop = asyncio.new_event_loop()
     try:
@@ -48,6 +51,7 @@ def read_topic(bootstrap_servers: str, topic: str, *, start_ts: float | None = N
             _open(bootstrap_servers, topic, start_ts, end_ts, start_offset, end_offset))
         try:
             remaining = {tp: end for tp, (start, end) in bounds.items() if end > start}
+            last_progress = time.monotonic()
             while remaining:
                 batches = loop.run_until_complete(consumer.getmany(*remaining, timeout_ms=poll_ms))
                 for tp, messages in batches.items():
@@ -59,8 +63,15 @@ def read_topic(bootstrap_servers: str, topic: str, *, start_ts: float | None = N
                             break
                         if m.value is not None:
                             yield m.value
-                    if messages and messages[-1].offset >= end - 1:
+                if batches:
+                    last_progress = time.monotonic()
+                for tp in list(remaining):
+                    if loop.run_until_complete(consumer.position(tp)) >= remaining[tp]:
                         del remaining[tp]
+                if remaining and time.monotonic() - last_progress > stall_s:
+                    left = {f"{tp.topic}[{tp.partition}]": end for tp, end in remaining.items()}
+                    raise TimeoutError(f"kafka topic {topic!r} on {bootstrap_servers}: no progress for "
+                                       f"{stall_s:g} s before end offsets {left}")
         finally:
             loop.run_until_complete(consumer.stop())
     finally:
