@@ -17,6 +17,12 @@ from tests.fixtures.upstreams import OIP_CREDIT_METADATA, Received, http_backend
 X = np.arange(20, dtype=np.float32).reshape(2, 10)
 
 
+async def stall(req: Received) -> tuple[int, bytes]:
+    """An infer handler that never answers."""
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
 async def started(url: str, **kw) -> HttpBackend:
     b = HttpBackend("credit", 1, http_backend_config(url, **kw))
     await asyncio.wait_for(b.start(), 10)
@@ -61,10 +67,6 @@ async def test_upstream_down_is_502_naming_it(down_url):
 
 
 async def test_stalled_upstream_times_out_with_504(loopback_http):
-    async def stall(req: Received) -> tuple[int, bytes]:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
     srv = await loopback_http(oip_server(stall))
     b = await started(srv.url, timeout_ms=200)
     try:
@@ -77,10 +79,6 @@ async def test_stalled_upstream_times_out_with_504(loopback_http):
 
 
 async def test_callers_giving_up_on_a_stall_trip_the_breaker(loopback_http):
-    async def stall(req: Received) -> tuple[int, bytes]:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
     srv = await loopback_http(oip_server(stall))
     b = await started(srv.url, timeout_ms=5000, breaker_failures=2)
     try:
@@ -271,7 +269,6 @@ async def test_header_pass_through_policy(loopback_http):
 
 
 async def test_pool_bounds_connections(loopback_http):
-    gate = asyncio.Event()
     inflight = 0
     peak = 0
 
@@ -289,7 +286,6 @@ async def test_pool_bounds_connections(loopback_http):
         outs = await asyncio.gather(*(b.infer({"features": X}) for _ in range(10)))
         assert len(outs) == 10 and peak <= 2 and srv.connections <= 2
     finally:
-        gate.set()
         await b.close()
 
 
