@@ -58,7 +58,11 @@ async def run_one(bootstrap: str, records: list[tuple[bytes, bytes]], compressio
     warm = 1000
     for rec, key in records[:warm]:  # producer connected, metadata cached: not timed
         sink.emit(rec, key)
+    deadline = time.monotonic() + 60
     while sink.stats.written < warm:
+        if sink.spilling or time.monotonic() > deadline:  # the broker is not taking records
+            await sink.stop(timeout_s=1)
+            raise SystemExit(f"kafka at {bootstrap} did not acknowledge {warm} warm-up records: {sink.stats}")
         await asyncio.sleep(0.01)
 
     n = len(records) - warm
