@@ -102,7 +102,8 @@ def load(d: Path) -> dict[str, np.ndarray]:
 
 def run_gate(d: Path) -> dict[str, Any]:
     from gates.evaluate import evaluate
-    from gates.reader import Categorical, FeatureSample, Labels, Records, Rows, ShadowFrame
+    from gates.labels import Labels
+    from gates.reader import Categorical, FeatureSample, Records, Rows, ShadowFrame
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     c = load(d)

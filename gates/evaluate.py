@@ -25,7 +25,8 @@ from gates.checks.latency import LatencyGate
 from gates.checks.schema import SchemaGate
 from gates.divergence import divergence
 from gates.gate_config import GateConfig, load_config, parse_config
-from gates.reader import Labels, ShadowFrame, attach_labels, read_labels, read_shadow_log
+from gates.labels import Labels, attach_labels, read_labels
+from gates.reader import ShadowFrame, read_shadow_log
 
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient_evidence"
 EXIT_CODES = {PASS: 0, FAIL: 1, INSUFFICIENT: 3}

@@ -8,7 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from gates.reader import (ReadError, ReadOptions, attach_labels, read_labels, read_shadow_log)
+from gates.labels import attach_labels, read_labels
+from gates.reader import ReadError, ReadOptions, read_shadow_log
 from shadowlane.segments import SegmentWriter
 
 
