@@ -232,3 +232,31 @@ def test_gzip_batches_are_compressed_at_level_1():
     assert len(gzip.compress(data, 1)) != len(gzip.compress(data, 9))
     for mod in (py_records, c_records):
         assert len(mod.gzip_encode(data)) == len(gzip.compress(data, 1)), mod.__name__
+
+
+def test_level_1_gzip_reaches_both_batch_builders_and_both_readers_decode_it(monkeypatch):
+    """The swap must reach what builds the batches (the C builder reads the module global at
+    call time), and its batches must stay plain gzip that any reader decodes."""
+    from aiokafka import codec
+    import aiokafka.record._crecords.default_records as c_records
+    import aiokafka.record.default_records as py_records
+
+    KafkaSink("127.0.0.1:1", compression="gzip")
+    values = [record(i, f"u{i % 50}") for i in range(2000)]
+
+    def build(builder: type) -> bytes:
+        b = builder(magic=2, compression_type=1, is_transactional=0, producer_id=-1, producer_epoch=-1,
+                    base_sequence=-1, batch_size=1 << 24)
+        for v in values:
+            b.append(0, timestamp=1_700_000_000_000, key=b"k", value=v, headers=[])
+        return bytes(b.build())
+
+    for mod, builder in ((py_records, py_records._DefaultRecordBatchBuilderPy),
+                         (c_records, c_records.DefaultRecordBatchBuilder)):
+        fast = build(builder)
+        with monkeypatch.context() as m:
+            m.setattr(mod, "gzip_encode", codec.gzip_encode)  # aiokafka's own level 9
+            level_9 = build(builder)
+        assert len(fast) > len(level_9), f"{mod.__name__} does not use the level-1 encoder"
+        for reader in (py_records._DefaultRecordBatchPy, c_records.DefaultRecordBatch):
+            assert [r.value for r in reader(bytearray(fast))] == values
