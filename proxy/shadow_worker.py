@@ -85,8 +85,8 @@ class ShadowWorker:
 
     async def run(self) -> None:
         """Consume until `stop()`; a failed session (broker gone, commit refused) is rebuilt."""
-        await self.start_models()
         try:
+            await self.start_models()  # inside: models started before one that fails get closed
             while not self._stop.is_set():
                 try:
                     await self._session()
