@@ -19,20 +19,6 @@ from typing import Any, Callable
 DEFAULT_AUDIT_LOG = "audit.jsonl"
 
 
-def gate_main(argv: list[str]) -> int:
-    """`shadowlane gate` (evaluation half, gates/gate_cmd.py)."""
-    from gates import gate_cmd
-
-    return int(gate_cmd.main(argv) or 0)
-
-
-def replay_main(argv: list[str]) -> int:
-    """`shadowlane replay` (evaluation half, gates/replay.py)."""
-    from gates import replay
-
-    return int(replay.main(argv) or 0)
-
-
 # ------------------------------------------------------------------ shared
 
 
