@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from proxy.upstream_client import UpstreamClient  # noqa: E402
 
 JSON = [("content-type", "application/json")]
+_tasks: set[asyncio.Task[None]] = set()
 
 
 class Forwarder(asyncio.Protocol):
@@ -42,10 +43,15 @@ class Forwarder(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
-        asyncio.get_running_loop().create_task(self.forward(self.url.decode(), body))
+        task = asyncio.get_running_loop().create_task(self.forward(self.url.decode(), body))
+        _tasks.add(task)  # the loop holds tasks weakly: keep each until it is done
+        task.add_done_callback(_tasks.discard)
 
     async def forward(self, url: str, body: bytes) -> None:
-        status, answer = await self.client.request("POST", url, body, JSON)
+        try:
+            status, answer = await self.client.request("POST", url, body, JSON)
+        except Exception as err:  # answer, or the client would wait for ever
+            status, answer = 502, b'{"error": "%s"}' % type(err).__name__.encode()
         self.transport.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
                              % (status, len(answer), answer))
 
