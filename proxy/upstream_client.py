@@ -20,7 +20,9 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class UpstreamConnectError(ConnectionError):
-    """The upstream refused or could not be reached (nothing was sent)."""
+    """The upstream refused or could not be reached (nothing was sent); `reason` says which."""
+
+    reason = "refused connection"
 
 
 class UpstreamConnectTimeout(TimeoutError):
@@ -180,8 +182,12 @@ class UpstreamClient:
         except TimeoutError:
             raise UpstreamConnectTimeout(
                 f"no connection to {self.host}:{self.port} within {self.connect_timeout_s * 1000:g} ms") from None
-        except OSError as err:
-            raise UpstreamConnectError(f"{self.host}:{self.port} refused connection ({err.strerror or err})") from None
+        except OSError as err:  # refused, or a name that does not resolve, no route, ...
+            reason = ("refused connection" if isinstance(err, ConnectionRefusedError)
+                      else f"is unreachable ({err.strerror or err})")
+            exc = UpstreamConnectError(f"{self.host}:{self.port} {reason}")
+            exc.reason = reason
+            raise exc from None
         return conn
 
     async def close(self) -> None:

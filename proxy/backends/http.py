@@ -175,7 +175,7 @@ class HttpBackend(Backend):
     def _transport_error(self, err: Exception) -> BackendError:
         where = f"upstream {self.name} at {self.url}"
         if isinstance(err, UpstreamConnectError):
-            return BackendError(f"{where} refused connection", status=502, upstream=self.url)
+            return BackendError(f"{where} {err.reason}", status=502, upstream=self.url)
         if isinstance(err, UpstreamConnectTimeout):
             return BackendError(f"{where}: no connection within {self.cfg.connect_timeout_ms:g} ms",
                                 status=504, upstream=self.url)
