@@ -133,8 +133,9 @@ class UpstreamClient:
                 try:
                     return await self._send(bytes(head) + body, reuse=True)
                 except UpstreamDisconnected as err:
-                    # An idle keep-alive connection the server had closed: nothing reached the
-                    # model, so one retry on a fresh connection is safe.
+                    # Closed before any answer byte: almost always an idle keep-alive connection
+                    # the server had closed, which nothing reached, so one retry on a fresh one.
+                    # (A server that read the request and died silently sees it twice.)
                     if getattr(err, "stale", False):
                         return await self._send(bytes(head) + body, reuse=False)
                     raise
