@@ -88,7 +88,13 @@ except (OSError, struct.error):
 PY
 }
 
-pid_alive() { [ -f "$DIR/kafka.pid" ] && kill -0 "$(cat "$DIR/kafka.pid")" 2>/dev/null; }
+# True while the pid file names this directory's broker. The command line is checked, not just
+# the pid: after a crash the pid may belong to another process, which must never be signalled.
+pid_alive() {
+  [ -f "$DIR/kafka.pid" ] || return 1
+  tr '\0' ' ' 2>/dev/null < "/proc/$(cat "$DIR/kafka.pid")/cmdline" \
+    | grep -qF "kafka.Kafka $DIR/server.properties"
+}
 
 up() {
   parse_args "$@"
