@@ -20,10 +20,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 GENESIS_HASH = "0" * 64
 
-# Record kinds written by shadowlane; `append` accepts any string so users can add their own.
-KINDS = ("register", "gate.run", "review.request", "review.approve", "review.reject",
-         "promote", "rollback", "registry.copy")
-
 
 class AuditError(ValueError):
     """The audit log cannot be read or appended to (names the file and line)."""
@@ -156,19 +152,6 @@ def verify_lines(lines: Iterable[bytes], *, expect_head: str | None = None) -> V
         result.problems.append(Problem(prev_seq, 0, f"last hash {prev_hash[:12]}… is not the expected head "
                                                     f"{expect_head[:12]}… (records cut off the end)"))
     return result
-
-
-def data_version(paths: Iterable[str | os.PathLike[str]]) -> str:
-    """A content hash naming the evaluated data: sha256 over each file's name and bytes, in order."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(p)
-        h.update(p.name.encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return "sha256:" + h.hexdigest()
 
 
 def _parse(line: bytes, path: Path, n: int) -> dict[str, Any]:

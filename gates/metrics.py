@@ -109,12 +109,6 @@ def psi(expected: np.ndarray, actual: np.ndarray, eps: float = PSI_EPS) -> float
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def psi_samples(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
-    """PSI of two samples on `bins` quantile bins of the expected sample."""
-    edges = quantile_edges(expected, bins)
-    return psi(bin_counts(expected, edges), bin_counts(actual, edges))
-
-
 def percentile(x: np.ndarray, q: float) -> float:
     """`numpy.percentile` with the default (linear) method; NaN for an empty array."""
     x = np.asarray(x)

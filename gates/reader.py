@@ -25,7 +25,6 @@ from shadowlane.segments import read_lines, segment_paths
 
 CHUNK_RECORDS = 16_384  # lines parsed per step: bounds the transient Python objects
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
-STATUS_NAMES = ("ok", "error", "timeout")
 CANDIDATE, NOISE, OTHER = 0, 1, 2  # record kinds: candidate shadow, champion-vs-champion, anything else
 _ROW_MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio odd constant: spreads row numbers over the key
 
@@ -51,10 +50,6 @@ class Categorical:
 
     codes: np.ndarray
     categories: list[str]
-
-    def values(self) -> np.ndarray:
-        cats = np.array(self.categories + ["<missing>"], dtype=object)
-        return cats[self.codes]
 
 
 @dataclass
