@@ -63,6 +63,9 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
             return
         except OSError:
             time.sleep(0.05)
+    if proc is not None:  # not yet in any caller's cleanup list: stop it here, or it outlives us
+        proc.kill()
+        proc.wait()
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
