@@ -220,10 +220,13 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     try:
         up, up2 = free_port(), free_port()
-        procs += [start_upstream(up, cpu=0), start_upstream(up2, cpu=0)]
+        # Each into `procs` as soon as it runs: a later one failing to start must not leak it.
+        procs.append(start_upstream(up, cpu=0))
+        procs.append(start_upstream(up2, cpu=0))
         sl, sl_port = start_shadowlane(work, up, up2, shadow=False)
+        procs.append(sl)
         sls, sls_port = start_shadowlane(work, up, up2, shadow=True)
-        procs += [sl, sls]
+        procs.append(sls)
         targets: dict[str, tuple[int, int | None]] = {
             "direct": (up, None), "shadowlane": (sl_port, sl.pid), "shadowlane+shadow": (sls_port, sls.pid)}
         if args.lean:
