@@ -343,12 +343,14 @@ def registry_main(argv: list[str]) -> int:
             import numpy as np
             import onnx
 
+            from gates.drift_stats import training_stats
+
             names = [n.strip() for n in args.feature_names.split(",")] if args.feature_names else None
             stats = None
             if args.training_data:
                 if not names:
                     raise reg.RegistryError("--training-data needs --feature-names")
-                stats = reg.training_stats(np.load(args.training_data), names)
+                stats = training_stats(np.load(args.training_data), names)
             client = reg.connect(args.registry_uri)
             mv = reg.register_onnx(client, args.model, onnx.load(args.onnx), author=args.author,
                                    feature_names=names, training_stats=stats, high_stakes=args.high_stakes)

@@ -47,7 +47,7 @@ def training_stats(X: Any, feature_names: Sequence[str], *, bins: int = 10) -> d
 
 def validate_stats(stats: dict[str, Any]) -> None:
     if not isinstance(stats, dict) or stats.get("format") != STATS_FORMAT or not isinstance(stats.get("features"), dict):
-        raise ValueError(f"training statistics must be a {STATS_FORMAT!r} JSON object (gates.checks.drift.training_stats)")
+        raise ValueError(f"training statistics must be a {STATS_FORMAT!r} JSON object (gates.drift_stats.training_stats)")
     for name, f in stats["features"].items():
         if len(f.get("proportions", [])) != len(f.get("edges", [])) + 1:
             raise ValueError(f"training statistics of {name!r}: need len(edges) + 1 proportions")

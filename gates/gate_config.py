@@ -82,7 +82,7 @@ class FairnessConfig(_Strict):
 class DriftConfig(_Strict):
     enabled: bool = True
     max_psi: float = Field(0.2, gt=0)
-    training_stats: Path | None = None  # JSON from gates.checks.drift.training_stats
+    training_stats: Path | None = None  # JSON from gates.drift_stats.training_stats
 
 
 class SchemaConfig(_Strict):

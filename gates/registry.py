@@ -113,13 +113,6 @@ def onnx_signature(model: onnx.ModelProto, feature_names: list[str] | tuple[str,
     return ModelSignature(inputs=Schema([tensor(i) for i in inputs]), outputs=outputs)
 
 
-def training_stats(x: np.ndarray, feature_names: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Training statistics in the drift gate's format (`gates.drift_stats.training_stats`)."""
-    from gates.drift_stats import training_stats as helper
-
-    return helper(x, list(feature_names))
-
-
 def _experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name)

@@ -1,8 +1,8 @@
 """Data-drift gate: PSI per feature between the candidate's training statistics and the production
 features in the log. A feature the candidate was trained on that production does not send fails.
 
-`training_stats(X, feature_names)` makes the statistics at training time; store the JSON with the
-model version (MLflow artifact `training_stats.json`, see docs/gates.md).
+`gates.drift_stats.training_stats(X, feature_names)` makes the statistics at training time; store
+the JSON with the model version (MLflow artifact `training_stats.json`, see docs/gates.md).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from gates.checks.base import GateContext, GateResult, fmt
-from gates.drift_stats import training_stats, validate_stats  # noqa: F401  (re-exported)
+from gates.drift_stats import validate_stats
 from gates.metrics import bin_counts, psi
 
 
