@@ -10,6 +10,7 @@ client with when this backend is the champion:
 | circuit breaker open (too many failures in a row)    | 503    |
 | 4xx about the request (400, 413, 415, 422)           | 400, upstream's own message |
 | 401/403/404/405 (the proxy's config is wrong)        | 502    |
+| 429 (overloaded)                                     | 503    |
 | 5xx                                                  | 502 (504 when upstream says 504) |
 """
 
