@@ -89,3 +89,35 @@ def test_training_stats_bins_flags_per_value_and_continuous_by_quantile():
     # a shift of the flag's share is visible in PSI
     shifted = metrics.bin_counts(np.r_[np.zeros(600), np.ones(400)], np.array(flag["edges"]))
     assert metrics.psi(np.array(flag["proportions"]), shifted) > 0.2
+
+
+def test_drift_psi_equals_a_histogram_computation_and_nan_fails():
+    """The drift gate's PSI per feature against an independent pandas/numpy computation on the
+    training edges; a feature whose training statistics hold no values (PSI undefined) fails."""
+    from types import SimpleNamespace
+
+    from gates.checks.drift import DriftGate
+    from gates.gate_config import parse_config
+
+    rng = np.random.default_rng(8)
+    train = rng.normal(50, 10, 20_000)
+    prod = rng.normal(53, 12, 5_000)
+    stats = training_stats(train[:, None], ["age"])
+    edges = np.array(stats["features"]["age"]["edges"])
+    e = pd.Series(pd.cut(train, np.r_[-np.inf, edges, np.inf], right=False)).value_counts(normalize=True, sort=False).to_numpy()
+    a = pd.Series(pd.cut(prod, np.r_[-np.inf, edges, np.inf], right=False)).value_counts(normalize=True, sort=False).to_numpy()
+    e, a = np.clip(e, metrics.PSI_EPS, None), np.clip(a, metrics.PSI_EPS, None)
+    expected = float(np.sum((a - e) * np.log(a / e)))
+    sample = SimpleNamespace(names_seen={"age"}, columns={"age": prod}, n_rows=prod.size, sample_share=1.0)
+    ctx = SimpleNamespace(config=parse_config({"drift": {"max_psi": expected + 0.01}}), training_stats=stats,
+                          frame=SimpleNamespace(features=sample))
+    res = DriftGate().evaluate(ctx)
+    assert res.values["features"]["age"]["psi"] == pytest.approx(expected, rel=1e-9)
+    assert res.passed
+    ctx.config = parse_config({"drift": {"max_psi": expected - 0.01}})
+    assert not DriftGate().evaluate(ctx).passed
+    empty = {**stats, "features": {"age": {**stats["features"]["age"],
+                                           "proportions": [0.0] * len(stats["features"]["age"]["proportions"])}}}
+    ctx.training_stats, ctx.config = empty, parse_config({})
+    res = DriftGate().evaluate(ctx)
+    assert not res.passed and res.values["features"]["age"]["status"] == "drift"

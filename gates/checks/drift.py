@@ -43,7 +43,8 @@ class DriftGate:
                 continue
             counts = bin_counts(finite, np.asarray(f["edges"]))
             value = psi(np.asarray(f["proportions"]), counts)
-            status = "drift" if value > cfg.max_psi else "ok"
+            # NaN (no training values in any bin) must not pass: only a PSI within the bound is "ok"
+            status = "ok" if value <= cfg.max_psi else "drift"
             if status == "drift":
                 drifted.append(name)
             per_feature[name] = {"psi": value, "status": status, "rows": int(finite.size),
@@ -51,7 +52,7 @@ class DriftGate:
         untracked = sorted(sample.names_seen - set(stats["features"]))
         values = {"max_psi": cfg.max_psi, "features": per_feature, "untracked": untracked,
                   "sample_rows": sample.n_rows, "sample_share": sample.sample_share}
-        psis = [v["psi"] for v in per_feature.values() if v["psi"] is not None]
+        psis = [v["psi"] for v in per_feature.values() if v["psi"] is not None and not math.isnan(v["psi"])]
         values["worst_psi"] = max(psis) if psis else math.nan
         problems = []
         if missing:
@@ -59,7 +60,7 @@ class DriftGate:
         if not_numeric:
             problems.append(f"feature(s) {not_numeric} are not numeric in production")
         if drifted:
-            worst = sorted(drifted, key=lambda n: -per_feature[n]["psi"])
+            worst = sorted(drifted, key=lambda n: -np.nan_to_num(per_feature[n]["psi"], nan=np.inf))
             problems.append("PSI above " + fmt(cfg.max_psi, 2) + " for "
                             + ", ".join(f"{n} ({fmt(per_feature[n]['psi'], 3)})" for n in worst))
         if problems:
