@@ -227,6 +227,8 @@ class KafkaSink:
         if thread is None:
             return
         self._stop_timeout_s = timeout_s
+        # start() waits 10 s at most for the thread: one still starting has no loop to signal yet.
+        await asyncio.to_thread(self._started.wait, timeout_s + 5)
         loop, event = self._loop, self._stop_event
         if loop is not None and event is not None:
             try:
