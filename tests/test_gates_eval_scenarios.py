@@ -274,3 +274,28 @@ def test_per_segment_figures_equal_sklearn_and_scipy(tmp_path, traffic, labels_f
         g = ev.gate("fairness").values["groups"][seg]
         assert g["auc_candidate"] == pytest.approx(roc_auc_score(traffic.outcome[sel], ss[sel]), abs=1e-12)
         assert g["auc_champion"] == pytest.approx(roc_auc_score(traffic.outcome[sel], cs[sel]), abs=1e-12)
+
+
+def test_failed_shadow_calls_leave_the_same_rows_for_both_aucs_and_the_latency(tmp_path, traffic, labels_file, stats):
+    # 4 % of the candidate's calls fail (under the 5 % bound): both AUCs must be on the rows where the
+    # candidate answered, and p95 over timed-out and answered calls (errors excluded). The expected
+    # figures come from the records as written, read back with plain JSON.
+    from shadowlane.segments import read_lines
+
+    ev = run(tmp_path, traffic, labels_file, stats, BETTER, failure_rate=0.04)
+    assert ev.verdict == "pass", ev.to_json()
+    by_id = {r["request_id"]: r["shadow"] for r in map(orjson.loads, read_lines(tmp_path / "log"))}
+    status = np.array([by_id[rid]["status"] for rid in traffic.request_ids])
+    latency = np.array([by_id[rid]["latency_ms"] for rid in traffic.request_ids])
+    ok = status == "ok"
+    assert 0 < np.count_nonzero(~ok) < 0.05 * N
+    champion_all = roc_auc_score(traffic.outcome, scores(CHAMPION, traffic))
+    acc = ev.gate("accuracy").values
+    assert acc["labelled_rows"] == np.count_nonzero(ok)
+    assert acc["auc_candidate"] == pytest.approx(roc_auc_score(traffic.outcome[ok], scores(BETTER, traffic)[ok]), abs=1e-12)
+    assert acc["auc_champion"] == pytest.approx(roc_auc_score(traffic.outcome[ok], scores(CHAMPION, traffic)[ok]), abs=1e-12)
+    assert acc["auc_champion"] != pytest.approx(champion_all, abs=1e-9)  # the subset matters
+    lat = ev.gate("latency").values
+    counted = status != "error"
+    assert lat["calls"] == np.count_nonzero(counted) > np.count_nonzero(ok)
+    assert lat["candidate_ms"] == pytest.approx(np.percentile(latency[counted], 95), rel=1e-6)
