@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import murmur2
 
 from proxy.sinks.base import SinkStats
@@ -396,7 +397,12 @@ class KafkaSink:
         parts = self._partitions.get(topic)
         if parts is None:
             assert self._producer is not None
-            found = await asyncio.wait_for(self._producer.partitions_for(topic), timeout_s)
+            try:
+                found = await asyncio.wait_for(self._producer.partitions_for(topic), timeout_s)
+            except (asyncio.TimeoutError, UnknownTopicOrPartitionError):
+                found = None
+            if not found:  # the round fails and spills; the log says why, and an empty list is not cached
+                raise LookupError(f"no partitions of topic {topic!r} within {timeout_s:.1f} s (does it exist?)")
             parts = self._partitions[topic] = sorted(found)
         return parts
 
