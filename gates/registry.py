@@ -234,11 +234,18 @@ def normalize_gates(evaluation: dict[str, Any], *, evidence: bool = True) -> lis
 
 
 def verdict_of(evaluation: dict[str, Any]) -> str:
-    """``pass``, ``fail`` or ``insufficient_evidence`` (the evaluation's own, else derived)."""
+    """``pass``, ``fail`` or ``insufficient_evidence`` (the evaluation's own, else derived).
+
+    A stated ``pass`` must agree with the results: an evaluation JSON (e.g. `registry record-gate
+    --evaluation`) that says pass while a gate or evidence check did not pass is refused.
+    """
     v = evaluation.get("verdict")
     if isinstance(v, str):
         v = v.lower().replace(" ", "_")
         if v in ("pass", "passed"):
+            not_passed = [g["name"] for g in normalize_gates(evaluation) if g["passed"] is not True]
+            if not_passed:
+                raise RegistryError(f"evaluation says pass but {', '.join(not_passed)} did not pass")
             return "pass"
         if v in ("fail", "failed"):
             return "fail"

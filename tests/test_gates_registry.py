@@ -13,7 +13,7 @@ from gates import synthetic as syn
 from gates.audit import AuditLog
 from gates.evaluate import evaluate
 from gates.lifecycle import Lifecycle, PromotionError, stage_of
-from gates.registry import (MAX_REASON, load_signature, load_training_stats, record_gate_results,
+from gates.registry import (MAX_REASON, RegistryError, load_signature, load_training_stats, record_gate_results,
                             register_onnx, verdict_of)
 from gates.review import CHECKLIST, Reviews
 from shadowlane.demo_models import CREDIT_FEATURES, credit_model
@@ -232,3 +232,15 @@ def test_registry_cli_register_record_show(mlflow_uri: str, mlflow_client, model
     assert registry_main(["register", "--model", model_name, "--onnx", str(onnx_path), "--author", "sam",
                           "--training-data", str(tmp_path / "train.npy"), *common]) == 1
     assert "--training-data needs --feature-names" in capsys.readouterr().err
+
+
+def test_a_stated_pass_must_agree_with_the_gate_results() -> None:
+    ev = evaluation_dict("m", 1, failing=("fairness",))
+    ev["verdict"] = "pass"  # a hand-edited evaluation JSON
+    with pytest.raises(RegistryError, match="says pass but fairness did not pass"):
+        verdict_of(ev)
+    ev = evaluation_dict("m", 1, insufficient=True)
+    ev["verdict"] = "pass"
+    with pytest.raises(RegistryError, match="evidence.labelled"):
+        verdict_of(ev)
+    assert verdict_of(evaluation_dict("m", 1)) == "pass"
