@@ -11,6 +11,12 @@ VENV="$ROOT/.venv-mlserver"
 BASE=$("$ROOT/.venv/bin/python" -c 'import sys; print(sys._base_executable)' 2>/dev/null || true)
 PY=${PYTHON:-${BASE:-python3}}
 if [ -x "$VENV/bin/mlserver" ] && [ -f "$VENV/.complete" ]; then echo "$VENV/bin/python"; exit 0; fi
+# Two test runs at once would delete and build the venv under each other: one builds, the other
+# waits and then finds it complete.
+mkdir -p "$VENV-lock"  # a directory: .gitignore's `.venv-*/` covers it
+exec 9>"$VENV-lock/lock"
+flock 9
+if [ -x "$VENV/bin/mlserver" ] && [ -f "$VENV/.complete" ]; then echo "$VENV/bin/python"; exit 0; fi
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >&2
