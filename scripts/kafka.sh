@@ -26,6 +26,10 @@ READY_TIMEOUT_S=${KAFKA_READY_TIMEOUT_S:-90}
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 
 fetch() {
+  mkdir -p "$ROOT/.kafka"
+  # Test runs that start at once must not delete and fetch the jars under each other.
+  exec 8>"$ROOT/.kafka/fetch.lock"
+  flock 8
   if [ ! -f "$LIBS/.complete" ]; then
     command -v mvn >/dev/null || die "Maven (mvn) is not installed; it fetches the broker jars"
     command -v java >/dev/null || die "Java 17+ is not installed; the broker needs it"
@@ -38,6 +42,7 @@ fetch() {
     ls "$LIBS"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no kafka_2.13 jar in $LIBS after mvn"
     touch "$LIBS/.complete"
   fi
+  exec 8>&-  # unlock now: a broker started after this must not inherit the lock
   # kcat: a Kafka consumer we did not write, for tests/test_kcat_schema.py.
   if ! command -v kcat >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
