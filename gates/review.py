@@ -16,7 +16,7 @@ Rules enforced here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from mlflow import MlflowClient
 
@@ -80,14 +80,18 @@ def authors_of(client: MlflowClient, name: str, version: int | str) -> set[str]:
     """Everyone who counts as the version's author: the ``author`` tag and the MLflow creator."""
     mv = get_version(client, name, version)
     names = {mv.tags.get("author"), mv.user_id or None}
-    return {n.strip().lower() for n in names if n and n.strip()}
+    return {_who(n) for n in names if n and n.strip()}
 
 
-def review_state(audit: AuditLog, name: str, version: int | str, *, required_approvals: int = 1) -> ReviewState:
+def review_state(audit: AuditLog, name: str, version: int | str, *, required_approvals: int = 1,
+                 ineligible: Iterable[str] = ()) -> ReviewState:
     """The review state of (name, version) from a verified audit log.
 
-    Raises AuditError if the log's chain does not verify: a tampered log cannot approve anything.
+    The rules are applied again here, not only when approving: an approval record by the requester
+    or by anyone in `ineligible` (the authors) does not count, whoever appended it. Raises
+    AuditError if the log's chain does not verify: a tampered log cannot approve anything.
     """
+    barred = {_who(a) for a in ineligible}
     state = ReviewState(required_approvals=required_approvals)
     if not audit.path.exists():
         return state
@@ -105,7 +109,11 @@ def review_state(audit: AuditLog, name: str, version: int | str, *, required_app
                                 requested_at=rec["ts"], evaluation_sha256=p.get("evaluation_sha256"),
                                 required_approvals=required_approvals)
         elif kind == "review.approve" and state.status in ("requested", "approved"):
-            if rec["actor"].lower() not in (a.lower() for a in state.approvers):
+            who = _who(rec["actor"])
+            if who in barred or who == _who(state.requested_by or ""):
+                state.flags.append(f"approval by {rec['actor']} (seq {rec['seq']}) ignored: author or requester")
+                continue
+            if who not in (_who(a) for a in state.approvers):
                 state.approvers.append(rec["actor"])
             if p.get("fast_approval"):
                 state.flags.append(f"fast approval by {rec['actor']} (seq {rec['seq']})")
@@ -126,7 +134,8 @@ class Reviews:
 
     def state(self, name: str, version: int | str) -> ReviewState:
         required = 2 if is_high_stakes(self.client, name, version) else 1
-        return review_state(self.audit, name, version, required_approvals=required)
+        return review_state(self.audit, name, version, required_approvals=required,
+                            ineligible=authors_of(self.client, name, version))
 
     def request(self, name: str, version: int | str, actor: str, *, note: str | None = None) -> dict[str, Any]:
         """Open (or re-open) a review of the version; earlier approvals no longer count."""
@@ -158,12 +167,12 @@ class Reviews:
         if st.status == "rejected":
             raise ReviewError(f"{name} v{version}: the review was rejected by {st.rejected_by}; "
                               "a new review request is needed")
-        who = actor.strip().lower()
+        who = _who(actor)
         if who in authors_of(self.client, name, version):
             raise ReviewError(f"{actor} is the author of {name} v{version} and cannot approve it")
-        if st.requested_by and who == st.requested_by.strip().lower():
+        if st.requested_by and who == _who(st.requested_by):
             raise ReviewError(f"{actor} requested the review of {name} v{version} and cannot approve it")
-        if who in (a.lower() for a in st.approvers):
+        if who in (_who(a) for a in st.approvers):
             raise ReviewError(f"{actor} already approved {name} v{version}; "
                               f"{st.required_approvals} distinct reviewers are needed")
         parsed = parse_answers(answers)
@@ -215,6 +224,11 @@ class Reviews:
     def _mirror(self, name: str, version: int | str, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(name, str(version), k, v)
+
+
+def _who(actor: str) -> str:
+    """People compare by name, ignoring case and surrounding spaces."""
+    return actor.strip().lower()
 
 
 def _need_actor(actor: str) -> None:

@@ -170,3 +170,20 @@ def test_cli_review_and_promote(mlflow_uri: str, model_name: str, staged, tmp_pa
     assert "Staging → Production" in capsys.readouterr().out
     assert promote_main([*promote, "--rollback", "--actor", "olga", "--reason", "x"]) == 1
     assert "no earlier Production version" in capsys.readouterr().err
+
+
+def test_approvals_appended_around_the_rules_do_not_count(staged, model_name: str) -> None:  # type: ignore[no-untyped-def]
+    # The chain only proves records were not changed after the fact; whoever can append to the log
+    # could write an approval by the author or requester directly. The state must not count it.
+    reviews, lc, clock = staged
+    reviews.request(model_name, 1, "bob")
+    clock.t += 300
+    for actor in ("alice", " Bob "):
+        reviews.audit.append("review.approve", actor, {"model": model_name, "version": 1, "fast_approval": False})
+    st = reviews.state(model_name, 1)
+    assert st.status == "requested" and st.approvers == []
+    assert len([f for f in st.flags if "ignored" in f]) == 2
+    with pytest.raises(PromotionError, match="needs an approved review"):
+        lc.promote(model_name, 1, "production", "alice")
+    reviews.approve(model_name, 1, "rita", YES)
+    assert lc.promote(model_name, 1, "production", "alice").to_stage == "Production"
