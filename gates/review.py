@@ -115,7 +115,8 @@ def review_state(audit: AuditLog, name: str, version: int | str, *, required_app
                 continue
             if who not in (_who(a) for a in state.approvers):
                 state.approvers.append(rec["actor"])
-            if p.get("fast_approval"):
+            # from the chained timestamps too, not only the flag the approving code wrote
+            if p.get("fast_approval") or rec["ts"] - (state.requested_at or rec["ts"]) < FAST_APPROVAL_S:
                 state.flags.append(f"fast approval by {rec['actor']} (seq {rec['seq']})")
             if len(state.approvers) >= required_approvals:
                 state.status = "approved"

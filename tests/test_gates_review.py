@@ -187,3 +187,13 @@ def test_approvals_appended_around_the_rules_do_not_count(staged, model_name: st
         lc.promote(model_name, 1, "production", "alice")
     reviews.approve(model_name, 1, "rita", YES)
     assert lc.promote(model_name, 1, "production", "alice").to_stage == "Production"
+
+
+def test_fast_approval_is_flagged_from_the_record_times(staged, model_name: str) -> None:  # type: ignore[no-untyped-def]
+    reviews, _, clock = staged
+    reviews.request(model_name, 1, "bob")
+    clock.t += 10
+    # an approval record that claims not to be fast: the timestamps in the chain say otherwise
+    reviews.audit.append("review.approve", "rita", {"model": model_name, "version": 1, "fast_approval": False})
+    st = reviews.state(model_name, 1)
+    assert st.approved and any("fast approval by rita" in f for f in st.flags)
