@@ -106,14 +106,9 @@ def _from_registry(uri: str, name: str, version: int, signature: Any, stats: Any
 
 def _record(client: Any, ev: "Evaluation", args: argparse.Namespace) -> None:
     from gates import registry
+    from gates.audit import AuditLog
 
-    try:
-        from gates.audit import AuditLog
-    except ImportError:
-        audit = None
-    else:
-        audit = AuditLog(args.audit_log)
     name, version = args.candidate
-    registry.record_gate_results(client, name, version, ev.to_dict(), audit=audit, actor=args.actor,
-                                 data_version=ev.data_version)
-    print(f"recorded gate results on {name} v{version}" + (f"; audit log {args.audit_log}" if audit else ""))
+    registry.record_gate_results(client, name, version, ev.to_dict(), audit=AuditLog(args.audit_log),
+                                 actor=args.actor, data_version=ev.data_version)
+    print(f"recorded gate results on {name} v{version}; audit log {args.audit_log}")
