@@ -199,10 +199,14 @@ def evaluate(log: str | os.PathLike[str] | ShadowFrame | Iterable[bytes], *, can
 
 
 def _data_version(frame: ShadowFrame, labels: Labels | None) -> str:
-    """A fingerprint of the evaluated data: the records' request keys and times, and the labels."""
+    """A fingerprint of the evaluated data: the records' request keys, times, statuses and latencies,
+    both sides' scores and predicted classes, and the labels (an edited score changes it too)."""
     h = xxh3_64()
-    h.update(np.ascontiguousarray(frame.records.request_hash).tobytes())
-    h.update(np.ascontiguousarray(frame.records.ts).tobytes())
+    rec, rows = frame.records, frame.rows
+    for col in (rec.request_hash, rec.ts, rec.champion_status, rec.shadow_status, rec.champion_latency_ms,
+                rec.shadow_latency_ms, rows.champion_score, rows.shadow_score, rows.champion_label,
+                rows.shadow_label):
+        h.update(np.ascontiguousarray(col).tobytes())
     if labels is not None:
         h.update(labels.key.tobytes())
         h.update(labels.label.tobytes())

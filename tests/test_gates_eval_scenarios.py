@@ -188,6 +188,10 @@ def test_duplicated_records_are_dropped(tmp_path, traffic, labels_file, stats):
     assert twice.gate("accuracy").values == once.gate("accuracy").values
     assert twice.gate("fairness").values["groups"] == once.gate("fairness").values["groups"]
     assert twice.gate("drift").values["features"] == once.gate("drift").values["features"]
+    assert twice.data_version == once.data_version  # the same evidence after de-duplication
+    # same requests, times and labels, other scores: other data
+    other = run(tmp_path / "c", traffic, labels_file, stats, BETTER)
+    assert other.data_version != once.data_version
 
 
 def test_noise_floor_from_champion_pairs(tmp_path, traffic, labels_file, stats):
