@@ -7,8 +7,8 @@ entry point in the `shadowlane.gates` group; `params` from the config are passed
 
 from __future__ import annotations
 
-import importlib
 import math
+import pkgutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
@@ -103,12 +103,9 @@ def load_plugin(spec: PluginConfig) -> Gate:
     if (spec.target is None) == (spec.entry_point is None):
         raise ValueError(f"plugin {spec.name!r}: give exactly one of target (module:attr) or entry_point")
     if spec.target is not None:
-        module, _, attr = spec.target.partition(":")
         try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as err:
+            obj: Any = pkgutil.resolve_name(spec.target)
+        except (ImportError, AttributeError, ValueError) as err:
             raise ValueError(f"plugin {spec.name!r}: cannot import {spec.target!r}: {err}") from err
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec.entry_point]
