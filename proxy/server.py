@@ -26,4 +26,6 @@ def serve(config_path: str, *, host: str, port: int, workers: int = 1, log_level
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shadowlane-metrics-")
     uvicorn.run("proxy.server:app_factory", factory=True, host=host, port=port, workers=workers,
                 loop="uvloop", http="httptools", lifespan="on", log_level=log_level,
-                access_log=False, server_header=False, date_header=False)
+                # No access log, server/date headers or X-Forwarded-* rewriting: the hot path never
+                # reads the client address, and each costs every request a few µs (docs/performance.md).
+                access_log=False, server_header=False, date_header=False, proxy_headers=False)
