@@ -55,7 +55,8 @@ STAGES = [
     ("  record building + encode", ("ShadowDispatcher._record (",)),
     ("  features hash", ("features_hash (",)),
     ("  divergence metrics", ("_observe_divergence (",)),
-    ("  sink emit", ("Sink.emit (",)),
+    ("  sink emit", ("Sink.emit (", "Sink.emit_request (")),
+    ("  decoupled: request record (publish)", ("ShadowDispatcher._publish (",)),
     ("sink background (flush / produce)", ("Sink._run (", "Sink.flush (", "aiokafka/")),
     ("threads other than MainThread", ("thread_bootstrap", "Thread._bootstrap")),
 ]

@@ -95,6 +95,9 @@ def markdown(res: dict[str, Any]) -> str:
         val = "—" if t["value"] is None else f"{t['value']:.2f}"
         if t.get("by_cpu") is not None:
             val += f" (by CPU/req: {t['by_cpu']:.2f})"
+        dropped = (t.get("detail") or {}).get("shadow_dropped")
+        if dropped:
+            val += f"; {dropped:,.0f} shadow jobs dropped (queue full) during the run"
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {val} | {t['cmp']} {t['goal']} | {met} |")
     if res["not_available"]:
