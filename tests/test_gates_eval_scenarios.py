@@ -303,3 +303,13 @@ def test_failed_shadow_calls_leave_the_same_rows_for_both_aucs_and_the_latency(t
     counted = status != "error"
     assert lat["calls"] == np.count_nonzero(counted) > np.count_nonzero(ok)
     assert lat["candidate_ms"] == pytest.approx(np.percentile(latency[counted], 95), rel=1e-6)
+
+
+def test_fairness_pass_names_the_groups_too_small_to_judge(tmp_path, traffic, labels_file, stats):
+    n_sb = int(np.count_nonzero(traffic.segment == "small_business"))
+    config = {**CONFIG, "fairness": {"min_group_rows": n_sb + 1}}  # small business is below the bar
+    ev = run(tmp_path, traffic, labels_file, stats, BIASED, config=config)
+    fair = ev.gate("fairness")
+    assert fair.passed  # the 3x declines go unjudged at this threshold ...
+    assert fair.values["unjudged_groups"] == [f"small_business ({n_sb} rows)"]
+    assert f"small_business ({n_sb} rows)" in fair.reason  # ... and the pass says so

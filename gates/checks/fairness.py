@@ -75,6 +75,10 @@ class FairnessGate:
                   "max_auc_gap": cfg.max_auc_gap, "min_approval_ratio": cfg.min_approval_ratio,
                   "max_decline_ratio": cfg.max_decline_ratio}
         judged = sum(1 for g in groups.values() if g["judged"])
+        small = [f"{n} ({g['rows']} rows)" for n, g in groups.items() if not g["judged"]]
+        values["unjudged_groups"] = small
         if problems:
             return GateResult(self.name, False, "; ".join(problems), values)
-        return GateResult(self.name, True, f"{judged} groups of {cfg.attribute!r} within the allowed gaps", values)
+        # a pass must say which groups it could not look at (fewer than min_group_rows rows)
+        note = f"; not judged, under {cfg.min_group_rows} rows: {', '.join(small)}" if small else ""
+        return GateResult(self.name, True, f"{judged} groups of {cfg.attribute!r} within the allowed gaps{note}", values)
