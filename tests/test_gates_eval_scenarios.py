@@ -102,6 +102,8 @@ def test_biased_model_fails_fairness_although_auc_beats_champion(tmp_path, traff
     declines_champ = np.mean(scores(CHAMPION, traffic)[is_sb] > 0.5)
     assert sb["decline_ratio"] == pytest.approx(declines_cand / declines_champ)
     assert sb["decline_ratio"] > 2.5
+    assert sb["approval_candidate"] == pytest.approx(1 - declines_cand)
+    assert sb["approval_ratio"] == pytest.approx((1 - declines_cand) / (1 - declines_champ))
 
 
 def test_stale_training_data_fails_drift(tmp_path, traffic, labels_file, stats):
