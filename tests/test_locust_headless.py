@@ -55,4 +55,25 @@ def test_locust_headless_run_mirrors_every_champion_answer_to_kafka(
     assert sorted(r["request_id"] for r in values) == sorted(mirrored)
     assert {r["shadow"]["status"] for r in values} == {"ok"}
     assert {(r["shadow"]["model"], r["shadow"]["version"]) for r in values} == {("credit-risk", 2)}
+
+    # Every mirrored row was compared once: the divergence histogram and the label agreement
+    # counters count rows (Locust's /invocations `inputs` requests carry two).
+    rows = sum(r["rows"] for r in values)
+    assert rows > len(values)
+    with proxy.client() as client:
+        metrics = _samples(client.get("/metrics").text)
+    assert metrics['shadowlane_divergence_abs_count{endpoint="credit",shadow="credit-v2"}'] == rows
+    agree = sum(v for k, v in metrics.items()
+                if k.startswith("shadowlane_label_agreement_total{") and 'shadow="credit-v2"' in k)
+    assert agree == rows
     assert proxy.stop() == 0
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {"name{labels}": value} (labels as exposed)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
