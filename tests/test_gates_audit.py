@@ -141,3 +141,15 @@ def test_append_refuses_after_a_torn_write(tmp_path: Path) -> None:
         log.append("promote", "ops", {})
     res = log.verify()
     assert not res.ok and res.problems[0].line == 3 and "not valid JSON" in res.problems[0].message
+
+
+@pytest.mark.parametrize("edit", [('"actor":"actor2"', '"actor":"\\ud800"'), ('"ts":1002.0', '"ts":NaN')])
+def test_edit_to_unhashable_content_is_reported_not_raised(tmp_path: Path, edit: tuple[str, str]) -> None:
+    # JSON that json.loads accepts but canonical JSON cannot encode (a lone surrogate, NaN)
+    log = _log(tmp_path)
+    text = log.path.read_text()
+    assert edit[0] in text
+    log.path.write_text(text.replace(*edit))
+    res = log.verify()
+    assert [(p.seq, p.line) for p in res.problems] == [(3, 3)]
+    assert "edited" in res.problems[0].message
