@@ -303,6 +303,8 @@ def main() -> int:
         res = result(d) if result else run_json(args.json_records, d)
         print(json.dumps(res))
         return 0
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gates10m-", dir=args.workdir) as tmp:
         d = Path(tmp)
         t0 = time.perf_counter()
