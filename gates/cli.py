@@ -56,9 +56,9 @@ def _run(fn: Callable[[], int]) -> int:
         return 1
 
 
-def _quiet_mlflow() -> None:
-    # MLflow logs INFO on every sqlite open and resets its logger on import, so import it first;
-    # the CLI's own output is what people should read.
+def quiet_mlflow() -> None:
+    """MLflow at WARNING and without artifact progress bars: the command's own output is what people read."""
+    # MLflow logs INFO on every sqlite open and resets its logger on import, so import it first.
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -79,7 +79,7 @@ def pin_main(argv: list[str]) -> int:
     p.add_argument("--out", help="where to write the pinned config (default: stdout)")
     _registry_arg(p)
     args = p.parse_args(argv)
-    _quiet_mlflow()
+    quiet_mlflow()
 
     def go() -> int:
         from gates.pin import pin_file
@@ -189,7 +189,7 @@ def review_main(argv: list[str]) -> int:
     app.add_argument("--answers", help="YAML/JSON file mapping checklist items to yes/no")
     rej.add_argument("--reason", required=True)
     args = p.parse_args(argv)
-    _quiet_mlflow()
+    quiet_mlflow()
 
     def go() -> int:
         from gates.audit import AuditLog
@@ -264,7 +264,7 @@ def promote_main(argv: list[str]) -> int:
         p.error("give either --version and --to, or --rollback")
     if not args.rollback and not (args.to and args.version):
         p.error("--version and --to go together")
-    _quiet_mlflow()
+    quiet_mlflow()
 
     def go() -> int:
         from gates.audit import AuditLog
@@ -325,7 +325,7 @@ def registry_main(argv: list[str]) -> int:
     sh.add_argument("--version", required=True, type=int)
     _registry_arg(sh)
     args = p.parse_args(argv)
-    _quiet_mlflow()
+    quiet_mlflow()
 
     def go() -> int:
         from gates.audit import AuditLog

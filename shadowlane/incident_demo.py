@@ -57,15 +57,6 @@ def _models() -> dict[str, Any]:
     return {"v0": shifted(5, 1.0, 0.0), "v1": shifted(2, 0.6, 0.0), "v2": shifted(3, 0.05, 0.8)}
 
 
-def _quiet_mlflow() -> None:
-    """MLflow resets its logger to INFO on import; the demo's own lines are what people should read."""
-    import logging
-
-    import mlflow  # noqa: F401  (configures its loggers)
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-
 def _step(n: int, text: str) -> None:
     print(f"\n[{n}] {text}")
 
@@ -80,9 +71,9 @@ def main(argv: list[str]) -> int:
     if args.requests < 1500:
         p.error("--requests must be at least 1500 (the gates need 1000 labelled rows and 100 per segment)")
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from gates import synthetic as syn
     from gates.audit import AuditLog
+    from gates.cli import quiet_mlflow
     from gates.drift_stats import training_stats
     from gates.evaluate import evaluate
     from gates.lifecycle import Lifecycle, PromotionError
@@ -92,7 +83,7 @@ def main(argv: list[str]) -> int:
     from gates.review import CHECKLIST
     from shadowlane.segments import SegmentWriter
 
-    _quiet_mlflow()
+    quiet_mlflow()
 
     root = Path(args.dir).resolve() / "incident"
     if root.exists():
