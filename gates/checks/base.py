@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gates.gate_config import GateConfig, PluginConfig
+from gates.metrics import roc_auc
 from gates.reader import CANDIDATE, NOISE, ShadowFrame
 
 ENTRY_POINT_GROUP = "shadowlane.gates"
@@ -74,8 +75,6 @@ class GateContext:
         """AUC of "shadow" or "champion" scores on the labelled rows (computed once, shared by gates)."""
         key = f"auc.{side}"
         if key not in self._memo:
-            from gates.metrics import roc_auc
-
             m = self.labelled_rows
             scores = self.frame.rows.shadow_score if side == "shadow" else self.frame.rows.champion_score
             self._memo[key] = roc_auc(self.frame.rows.label[m], scores[m])
