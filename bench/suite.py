@@ -300,14 +300,14 @@ def _fixed(result: dict[str, Any], name: str, lbl_prefix: str, key: str) -> floa
     return None
 
 
-def _paired_p99(result: dict[str, Any], on: str, off: str) -> list[float]:
-    """p99(on) / p99(off) at the 'half' rate, per repetition (the two ran seconds apart)."""
+def _paired_p99(result: dict[str, Any], on: str, off: str, rate: str = "half") -> list[float]:
+    """p99(on) / p99(off) at one fixed rate, per repetition (the two ran seconds apart)."""
     def runs(name: str) -> dict[int, float]:
         e = result["scenarios"].get(name)
         if not e:
             return {}
         for lbl, rs in e["runs"]["fixed"].items():
-            if lbl.startswith("half"):
+            if lbl.startswith(rate):
                 return {r["rep"]: r["p99_us"] for r in rs if r["p99_us"]}
         return {}
     a, b = runs(on), runs(off)
@@ -346,6 +346,9 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                           "(median of per-repetition ratios)",
                 "value": _median(paired) if paired else None, "goal": 1.05, "cmp": "<=",
                 "detail": {"shadow_on_p99_us": on, "shadow_off_p99_us": off, "per_rep": paired}})
+    light = _paired_p99(result, "sl-shadow-file", "sl-champion", "1000")
+    out.append({"target": "(context) the same p99 ratio at 1,000 req/s", "value": _median(light) if light else None,
+                "goal": 1.05, "cmp": "<=", "detail": {"per_rep": light}})
     direct = _fixed(result, "upstream-direct", "1000", "p50_us")
     ngx = _fixed(result, "nginx-proxy", "1000", "p50_us")
     sl = _fixed(result, "sl-upstream", "1000", "p50_us")
