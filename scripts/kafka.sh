@@ -127,10 +127,13 @@ while True:
   setsid java -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "${logopts[@]}" -cp "$LIBS/*" kafka.Kafka "$DIR/server.properties" \
     > "$DIR/logs/server.out" 2>&1 < /dev/null &
-  echo $! > "$DIR/kafka.pid"
+  local pid=$!
+  echo "$pid" > "$DIR/kafka.pid"
   local deadline=$((SECONDS + READY_TIMEOUT_S))
   while [ $SECONDS -lt $deadline ]; do
-    if ! pid_alive; then
+    # The child we just started is ours: check only that it lives. Its command line is not
+    # `java ... kafka.Kafka` until exec completes, so pid_alive() can fail in the first moments.
+    if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 60 "$DIR/logs/server.out" >&2
       die "broker exited during startup (log: $DIR/logs/server.out)"
     fi
