@@ -6,7 +6,7 @@ The class may declare `inputs` / `outputs` as lists of dicts (`name`, `datatype`
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from typing import Any
 
 from proxy.backends.base import Backend, BackendError, Feeds, Outputs
@@ -16,12 +16,9 @@ from proxy.tensors import TensorSpec
 class PythonBackend(Backend):
     def __init__(self, name: str, version: int, target: str, kwargs: dict[str, Any]):
         super().__init__(name, version)
-        module_name, _, attr = target.partition(":")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as err:
+            obj: Any = pkgutil.resolve_name(target)
+        except (ImportError, AttributeError, ValueError) as err:
             raise BackendError(f"cannot import model {name} v{version} from {target!r}: {err}") from err
         self._model = obj(**kwargs)
         self.inputs = tuple(TensorSpec(d["name"], d["datatype"], tuple(d["shape"])) for d in getattr(self._model, "inputs", ()))
