@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
@@ -139,22 +140,10 @@ def main(argv: list[str]) -> int:
     port = _free_port()
     config = write_demo_deployment(workdir, port)
     print(f"shadowlane demo: models and config in {workdir}")
-    server_log = open(workdir / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shadowlane", "serve", "--config", str(config)],
-                            stdout=server_log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, workdir / "server.log")
+    with running_proxy(config, port, workdir / "server.log") as url:
         print(f"proxy ready at {url}; sending {args.requests} requests from {args.users} users "
               f"({args.concurrency} concurrent)...")
         lat, failures, elapsed = asyncio.run(_drive(url, args.requests, args.users, args.concurrency, args.seed))
-    finally:
-        proc.send_signal(signal.SIGINT)  # graceful: drain shadows, seal the open segment
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        server_log.close()
     stats = summarize(log_dir)
     ms = np.asarray(lat) * 1000
     print()
@@ -168,6 +157,27 @@ def main(argv: list[str]) -> int:
     print()
     print(f"shadow log: {log_dir}  (JSON lines; format in docs/shadow-log.md)")
     return 0 if failures == 0 and stats["records"] == len(lat) else 1
+
+
+@contextlib.contextmanager
+def running_proxy(config: Path, port: int, log_path: Path, *, cwd: Path | None = None) -> Iterator[str]:
+    """`shadowlane serve` in a subprocess, ready when this yields its URL; stopped gracefully
+    (SIGINT: drain shadows, seal the open segment) when the block ends."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "shadowlane", "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log_path)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60) -> None:

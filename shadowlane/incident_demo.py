@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -235,23 +232,10 @@ def main(argv: list[str]) -> int:
 
 def _serve_and_send(root: Path, port: int, live: Any, concurrency: int) -> tuple[int, int]:
     """Run `shadowlane serve` on the pinned config, send every application, stop it gracefully."""
-    from shadowlane.demo import _wait_ready
+    from shadowlane.demo import running_proxy
 
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shadowlane", "serve", "--config", str(root / "pinned.yaml")],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=root, env=os.environ.copy())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, root / "server.log")
+    with running_proxy(root / "pinned.yaml", port, root / "server.log", cwd=root) as url:
         return asyncio.run(_send(url, live, concurrency))
-    finally:
-        proc.send_signal(signal.SIGINT)  # graceful: drains shadows, seals the open segment
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 async def _send(url: str, live: Any, concurrency: int) -> tuple[int, int]:
