@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shadowlane.demo_models import synth_applicants
-from tests.fixtures.proxy import ProxyHandle, base_config, oip_body, start_proxy
+from tests.fixtures.proxy import base_config, oip_body, start_proxy
 
 ROWS = synth_applicants(2, np.random.default_rng(1))
 GOOD = oip_body(ROWS)

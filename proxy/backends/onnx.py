@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from proxy.backends.base import Backend, BackendError, Feeds, Outputs
