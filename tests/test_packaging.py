@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,17 @@ PACKAGES = ("proxy", "router", "gates", "shadowlane")
 
 
 def test_wheel_contains_every_module_and_data_file(tmp_path: Path) -> None:
+    # Build from a clean copy of the tracked files: a stale build/ directory would hide a package
+    # that setuptools no longer finds.
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        if (REPO / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, src / f)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, timeout=300, capture_output=True)
+                    "-w", str(tmp_path), str(src)], check=True, timeout=300, capture_output=True)
     (wheel,) = tmp_path.glob("shadowlane-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(p.relative_to(REPO)) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
