@@ -42,9 +42,9 @@ class ProxyApp:
             decoupled=cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled",
             linger_s=cfg.shadow.linger_ms / 1000)
         self.hot = HotPath(self.deployment, self.dispatcher, cfg.server, self.metrics)
+        self._multiprocess: bool = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         gauges = lambda: sink_metrics(cfg.sink.type, self.sink.stats, self.sink.depth(),  # noqa: E731
                                       self.dispatcher.depth(), worker=str(os.getpid()) if self._multiprocess else None)
-        self._multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         self._local = CollectorRegistry()
         (self._local if self._multiprocess else self.metrics.registry).register(_Gauges(gauges))
         self.control = Starlette(routes=[

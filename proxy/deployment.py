@@ -7,6 +7,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter, Histogram
+
 from proxy.backends import Backend, BackendError, build_backend
 from proxy.config import DeploymentConfig
 from proxy.metrics import Metrics
@@ -64,8 +66,8 @@ class Variant:
     model_key: str
     backend: Backend
     headers: list[tuple[bytes, bytes]]  # x-shadowlane-* response headers, built once
-    ok_counter: object  # cached Counter child for code=200
-    duration: object  # cached Histogram child
+    ok_counter: Counter  # cached child for code=200
+    duration: Histogram  # cached child
 
 
 @dataclass
@@ -73,15 +75,15 @@ class ShadowTarget:
     label: str  # the shadow's model key
     backend: Backend
     timeout_s: float
-    enqueued: object
-    completed: object
-    failed_error: object
-    failed_timeout: object
-    dropped_full: object
-    duration: object
-    divergence: object
-    agree: object
-    disagree: object
+    enqueued: Counter
+    completed: Counter
+    failed_error: Counter
+    failed_timeout: Counter
+    dropped_full: Counter
+    duration: Histogram
+    divergence: Histogram
+    agree: Counter
+    disagree: Counter
     executor: str = "thread"  # configured: auto | inline | thread
     inline_max_s: float = 0.0005
     inline: bool = False  # decided at start (see Deployment.place_shadows)

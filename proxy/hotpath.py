@@ -106,10 +106,11 @@ class HotPath:
                 arm, mirrors = endpoint.assigner.assign(unit_id, request_id)
                 variant = endpoint.variants[arm]
             else:
-                variant = endpoint.by_version.get(version)
-                if variant is None:
+                pinned = endpoint.by_version.get(version)
+                if pinned is None:
                     raise ProxyError(404, f"unknown version {version!r} of model {name!r}; "
                                           f"served versions: {sorted(endpoint.by_version)}")
+                variant = pinned
                 arm, mirrors = (0, endpoint.assigner.mirrors(unit_id or request_id)) if variant is endpoint.champion else (1, ())
             backend = variant.backend
             if protocol == "oip":

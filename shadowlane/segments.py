@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 _SEGMENT_RE = re.compile(r"^(?P<prefix>.+)-(?P<seq>\d{8})\.jsonl(?P<open>\.open)?$")
 
@@ -33,7 +33,7 @@ class SegmentWriter:
         self.fsync = fsync
         existing = [seq for seq, _, _ in _list(self.directory, prefix)]
         self._seq = (max(existing) + 1) if existing else 1
-        self._file = None
+        self._file: BinaryIO | None = None
         self._size = 0
         self.bytes_written = 0
         self.records_written = 0
@@ -48,13 +48,14 @@ class SegmentWriter:
         if not data:
             return 0
         data += b"\n"
-        if self._file is None:
-            self._file = open(self.current_path, "ab")
-            self._size = self._file.tell()
-        self._file.write(data)
-        self._file.flush()
+        f = self._file
+        if f is None:
+            f = self._file = open(self.current_path, "ab")
+            self._size = f.tell()
+        f.write(data)
+        f.flush()
         if self.fsync:
-            os.fsync(self._file.fileno())
+            os.fsync(f.fileno())
         n = len(data)
         self._size += n
         self.bytes_written += n
@@ -80,7 +81,7 @@ class SegmentWriter:
 
 
 def _list(directory: Path, prefix: str | None = None) -> list[tuple[int, bool, Path]]:
-    out = []
+    out: list[tuple[int, bool, Path]] = []
     if not directory.is_dir():
         return out
     for p in directory.iterdir():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class HttpBackend(Backend):
         if self.protocol == "oip":
             self._infer_path, self._meta_path, self._health_path = base + "/infer", base, base + "/ready"
         else:
-            self._infer_path, self._meta_path, self._health_path = "/invocations", None, "/ping"
+            self._infer_path, self._meta_path, self._health_path = "/invocations", None, "/ping"  # type: ignore[assignment]
         self._set_batchable()
 
     # ── lifecycle ────────────────────────────────────────────────────────────────────────────
@@ -117,10 +117,10 @@ class HttpBackend(Backend):
             raise BackendError(f"upstream {self.name} at {self.url} is not started", status=503, upstream=self.url)
         fwd = [_JSON]
         if headers:
-            pairs = headers.items() if isinstance(headers, Mapping) else headers
-            for k, v in pairs:
-                if isinstance(k, bytes):
-                    k, v = k.decode("latin-1"), v.decode("latin-1")
+            pairs: Iterable[tuple[Any, Any]] = headers.items() if isinstance(headers, Mapping) else headers
+            for raw_k, raw_v in pairs:
+                k = raw_k.decode("latin-1") if isinstance(raw_k, bytes) else raw_k
+                v = raw_v.decode("latin-1") if isinstance(raw_v, bytes) else raw_v
                 k = k.lower()
                 if k in PASS_THROUGH_HEADERS and "\r" not in v and "\n" not in v:
                     if k == "x-request-id":

@@ -24,7 +24,8 @@ class SinkStats:
 
 
 class Sink(Protocol):
-    stats: SinkStats
+    @property
+    def stats(self) -> SinkStats: ...
 
     async def start(self) -> None: ...
 

@@ -69,7 +69,7 @@ def use_fast_gzip() -> bool:
     """
     from aiokafka import codec
 
-    original = getattr(codec, "gzip_encode", None)
+    original: Any = getattr(codec, "gzip_encode", None)
     if original is None:
         return False
     swapped = False
@@ -80,7 +80,7 @@ def use_fast_gzip() -> bool:
             continue
         current = getattr(mod, "gzip_encode", None)
         if current is original:
-            mod.gzip_encode = functools.partial(original, compresslevel=1)
+            mod.gzip_encode = functools.partial(original, compresslevel=1)  # type: ignore[attr-defined, arg-type, misc]  # untyped private hook
             swapped = True
         elif isinstance(current, functools.partial) and current.func is original:
             swapped = True  # already done
