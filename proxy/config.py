@@ -125,11 +125,10 @@ class ShadowSettings(_Strict):
     queue_size: int = Field(10_000, ge=1)
     workers: int = Field(1, ge=1)
     # Shadow jobs drained and run as one batch, after waiting up to linger_ms for it to fill.
-    # Small on purpose: for an inline model of a few µs, big batches cost more (stacking, slicing,
-    # a cache-evicting burst of record building) than the model calls they save — 16 / 0.5 ms
-    # measured 12-15% less CPU a request than 64 / 2 ms (docs/performance.md).
-    max_batch: int = Field(16, ge=1)
-    linger_ms: float = Field(0.5, ge=0)
+    # 64 / 2 ms: at a fixed rate with no drops, 16 / 0.5 ms cost ~25% more CPU a request; it only
+    # looked cheaper at saturation, where it dropped more shadow jobs (docs/performance.md).
+    max_batch: int = Field(64, ge=1)
+    linger_ms: float = Field(2, ge=0)
     record_features: bool = True
 
 
