@@ -18,6 +18,10 @@ def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
     return "—" if x is None else fmt.format(x)
 
 
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     s = res["settings"]
@@ -36,16 +40,18 @@ def markdown(res: dict[str, Any]) -> str:
         f"{s['warm_s']:g} s warm-up + {s['fixed_s']:g} s measured. {s['reps']} repetitions, scenarios interleaved "
         f"(order rotated each repetition); medians shown; ratios are medians of per-repetition ratios to the "
         f"baseline measured in the same repetition. CPU µs/req = user+sys CPU of the scenario's server processes "
-        f"during the measured saturation run / requests (robust to other tenants); 'core share' is the "
+        f"during the measured run / requests (robust to other tenants); 'core share' is the "
         f"fraction of CPU 0 the scenario's servers used during that run — 1.0 = it had the core, less = a "
-        f"neighbour took part of it. "
+        f"neighbour took part of it. Shadow jobs dropped: mirrored requests whose shadow never ran "
+        f"because the shadow queue was full — at saturation req/s and CPU per request then describe a "
+        f"proxy shadowing only part of its traffic; compare shadow configurations at the fixed rates. "
         f"Took {res['elapsed_s']:.0f} s.",
         "",
         "## Saturation",
         "",
         "| scenario | what | req/s (median, min–max) | × baseline req/s | × baseline by CPU/req "
-        "| p50 / p99 / p99.9 ms | CPU µs/req | core share | non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 / p99 / p99.9 ms | CPU µs/req | core share | shadow jobs dropped | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, e in res["scenarios"].items():
         sat = e["sat"]
@@ -53,18 +59,21 @@ def markdown(res: dict[str, Any]) -> str:
         cpu_ratio = f"{e['cpu_ratio']:.2f}×" if e.get("cpu_ratio") is not None else "—"
         lines.append(f"| {name} | {e['title']} | {_num(sat['rps'])} ({_num(sat['rps_min'])}–{_num(sat['rps_max'])}) "
                      f"| {ratio} | {cpu_ratio} | {_ms(sat['p50_us'])} / {_ms(sat['p99_us'])} / {_ms(sat['p999_us'])} "
-                     f"| {_num(sat['cpu_us_per_req'])} | {_num(sat.get('cpu_share'), '{:.2f}')} | {sat['non_2xx']} |")
+                     f"| {_num(sat['cpu_us_per_req'])} | {_num(sat.get('cpu_share'), '{:.2f}')} "
+                     f"| {_num(_pct(sat.get('shadow_dropped_share')), '{:.0f}%')} | {sat['non_2xx']} |")
     for rate in res.get("rates", []):
         lbl = rate["label"]
         lines += ["", f"## Fixed rate: {lbl} ({rate['rps']:,.0f} req/s offered)", "",
                   "| scenario | achieved req/s | p50 / p99 / p99.9 ms (corrected) | p99 uncorrected ms "
-                  "| generator lag p50 / p99 µs | non-2xx |", "|---|---:|---:|---:|---:|---:|"]
+                  "| generator lag p50 / p99 µs | CPU µs/req | shadow jobs dropped | non-2xx |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, e in res["scenarios"].items():
             f = e["fixed"].get(lbl)
             if not f:
                 continue
             lines.append(f"| {name} | {_num(f['achieved_rps'])} | {_ms(f['p50_us'])} / {_ms(f['p99_us'])} / "
                          f"{_ms(f['p999_us'])} | {_ms(f['uncorrected_p99_us'])} | {_num(f['gen_lag_p50_us'])} / {_num(f['gen_lag_p99_us'])} "
+                         f"| {_num(f.get('cpu_us_per_req'))} | {_num(f.get('shadow_dropped')) if e.get('counters') else '—'} "
                          f"| {f['non_2xx']} |")
     lines += ["", "## Shadow work and memory", "",
               "| scenario | shadow jobs enqueued / completed / dropped | sink records written | RSS per process MiB "
@@ -95,6 +104,8 @@ def markdown(res: dict[str, Any]) -> str:
         val = "—" if t["value"] is None else f"{t['value']:.2f}"
         if t.get("by_cpu") is not None:
             val += f" (by CPU/req: {t['by_cpu']:.2f})"
+        if t.get("by_cpu_half") is not None:
+            val += f"; by CPU/req at the half rate, nothing dropped: {t['by_cpu_half']:.2f}"
         dropped = (t.get("detail") or {}).get("shadow_dropped")
         if dropped:
             val += f"; {dropped:,.0f} shadow jobs dropped (queue full) during the run"
