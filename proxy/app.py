@@ -38,7 +38,6 @@ class ProxyApp:
         self.dispatcher = ShadowDispatcher(
             sink=self.sink, queue_size=cfg.shadow.queue_size, workers=cfg.shadow.workers,
             max_batch=cfg.shadow.max_batch, record_features=cfg.shadow.record_features,
-            model_info=lambda key: (cfg.models[key].name, cfg.models[key].version),
             decoupled=cfg.sink.type == "kafka" and cfg.sink.mode == "decoupled",
             linger_s=cfg.shadow.linger_ms / 1000)
         self.hot = HotPath(self.deployment, self.dispatcher, cfg.server, self.metrics)

@@ -128,7 +128,7 @@ def _labels(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
 
 class ShadowDispatcher:
     def __init__(self, *, sink: Sink, queue_size: int = 10_000, workers: int = 1, max_batch: int = 64,
-                 record_features: bool = True, model_info: Callable[[str], tuple[str, int]],
+                 record_features: bool = True,
                  decoupled: bool = False, linger_s: float = 0.002):
         self.sink = sink
         self._q: deque[ShadowJob] = deque()
@@ -136,7 +136,6 @@ class ShadowDispatcher:
         self._workers = workers
         self._max_batch = max_batch
         self._record_features = record_features
-        self._model_info = model_info  # model key -> (registry name, version)
         # Decoupled mode: publish the request once to the requests topic; shadow-workers run it.
         self._decoupled = decoupled
         self._linger_s = linger_s
@@ -310,9 +309,8 @@ class ShadowDispatcher:
             outputs = None
             (shadow.failed_timeout if status == "timeout" else shadow.failed_error).inc()
             self.failed += 1
-        s_name, s_version = self._model_info(shadow.label)
         record = self._common(job)
-        record["shadow"] = {"model": s_name, "version": s_version, "variant": shadow.label, "status": status,
+        record["shadow"] = {"model": shadow.backend.name, "version": shadow.backend.version, "variant": shadow.label, "status": status,
                             "latency_ms": latency_s * 1000, "outputs": outputs, "error": error,
                             "batch_rows": batch_rows}
         record["features_hash"] = features_hash(job.feeds)
@@ -328,11 +326,11 @@ class ShadowDispatcher:
 
     def _common(self, job: ShadowJob) -> dict[str, Any]:
         """The fields a shadow record and a request record share, in record order."""
-        c_name, c_version = self._model_info(job.champion.model_key)
+        champion = job.champion.backend
         return {
             "v": RECORD_VERSION, "ts": job.ts, "request_id": job.request_id, "unit_id": job.unit_id,
             "endpoint": job.endpoint.name, "protocol": job.protocol, "rows": job.rows,
-            "champion": {"model": c_name, "version": c_version, "variant": job.champion.label, "status": "ok",
+            "champion": {"model": champion.name, "version": champion.version, "variant": job.champion.label, "status": "ok",
                          "latency_ms": job.champion_latency_s * 1000, "outputs": job.champion_outputs,
                          "error": None},
         }
