@@ -63,7 +63,6 @@ class Variant:
     """A model that can answer clients on an endpoint: the champion or a challenger."""
 
     label: str  # "champion" or the challenger's model key
-    model_key: str
     backend: Backend
     headers: list[tuple[bytes, bytes]]  # x-shadowlane-* response headers, built once
     ok_counter: Counter  # cached child for code=200
@@ -142,7 +141,7 @@ class Deployment:
             (b"x-shadowlane-version", str(m.version).encode()),
             (b"x-shadowlane-variant", label.encode()),
         ]
-        return Variant(label, key, b, headers,
+        return Variant(label, b, headers,
                        self.metrics.requests.labels(endpoint, label, "200"),
                        self.metrics.request_duration.labels(endpoint, label))
 
@@ -171,11 +170,8 @@ class Deployment:
         endpoint = Endpoint(name, variants, shadows, assigner,
                             tuple(champion_cfg.feature_names) if champion_cfg.feature_names else None)
         for v in variants:
-            endpoint.by_version.setdefault(str(self.cfg.models[v.model_key].version), v)
+            endpoint.by_version.setdefault(str(v.backend.version), v)
         return endpoint
-
-    def model_config(self, key: str):  # type: ignore[no-untyped-def]
-        return self.cfg.models[key]
 
     async def start(self) -> None:
         await asyncio.gather(*(b.start() for b in self.backends.values()))
